@@ -1,0 +1,55 @@
+// swift-tools-version:6.0
+// F-LMM in Swift: deterministic tensors with autograd, the U-Net mask head, SAM, losses,
+// and the experiments that rerun the paper's ablations. See README.md.
+//
+// Build flags that decide speed (the target CPU) are passed by the Makefile, never here:
+// `make` detects AVX-512 / AVX2 and adds `-Xswiftc -target-cpu -Xswiftc <cpu>` to every build.
+import PackageDescription
+
+let package = Package(
+    name: "FLMM",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "flmm", targets: ["flmm"]),
+        .executable(name: "flmm-bench", targets: ["flmm-bench"]),
+        .library(name: "Tensors", targets: ["Tensors"]),
+        .library(name: "NN", targets: ["NN"]),
+        .library(name: "Formats", targets: ["Formats"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+    ],
+    targets: [
+        // C libraries, wrapped once.
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
+        .systemLibrary(name: "CNetCDF", path: "Sources/CNetCDF"),
+
+        // Tensor, deterministic kernels, RNG, reverse-mode autograd (one gradient table).
+        .target(name: "Tensors", dependencies: [
+            "CBLAS",
+            .product(name: "RealModule", package: "swift-numerics"),
+        ]),
+        // Modules with PyTorch state-dict keys, losses, AdamW, LR schedules, initialisers.
+        .target(name: "NN", dependencies: ["Tensors"]),
+        // safetensors, NetCDF.
+        .target(name: "Formats", dependencies: ["Tensors", "CNetCDF"]),
+        // Rebuilds golden cases from their config and compares with PyTorch's tensors.
+        .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats"]),
+
+        .executableTarget(name: "flmm", dependencies: [
+            "Tensors", "NN", "Formats", "Verification",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .executableTarget(name: "flmm-bench", dependencies: [
+            "Tensors", "NN", "Formats", "CBLAS",
+        ]),
+
+        .testTarget(name: "TensorsTests", dependencies: [
+            "Tensors", "NN", "Formats", "Verification",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+    ]
+)

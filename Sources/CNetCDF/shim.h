@@ -1,0 +1,2 @@
+// netCDF-C (Debian: libnetcdf-dev).
+#include <netcdf.h>

@@ -1,0 +1,2 @@
+import CBLAS
+print("bench")
