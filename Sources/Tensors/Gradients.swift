@@ -11,7 +11,7 @@
 // runs with recording off.
 
 /// An op that autograd can differentiate, with what its backward needs to know.
-public enum Primitive: CustomStringConvertible, Sendable {
+public enum Primitive: Sendable {
     // Elementwise with broadcasting: inputs [a, b].
     case add, sub, mul, div
     // Scalar: input [x].
@@ -23,27 +23,11 @@ public enum Primitive: CustomStringConvertible, Sendable {
     case reshape
     case permute([Int])
 
-    public var description: String {
-        switch self {
-        case .add: return "add"
-        case .sub: return "sub"
-        case .mul: return "mul"
-        case .div: return "div"
-        case .addScalar: return "addScalar"
-        case .mulScalar: return "mulScalar"
-        case .divScalar: return "divScalar"
-        case .exp: return "exp"
-        case .log: return "log"
-        case .sqrt: return "sqrt"
-        case .relu: return "relu"
-        case .sigmoid: return "sigmoid"
-        case .gelu: return "gelu"
-        case .clampMin: return "clampMin"
-        case .sum: return "sum"
-        case .reshape: return "reshape"
-        case .permute: return "permute"
-        }
-    }
+    // MARK: GEMM-based ops (matmul, linear, conv) — cases go here
+
+    // MARK: shape ops, softmax, norms, interpolation, pooling — cases go here
+
+    // MARK: losses and F-LMM ops — cases go here
 }
 
 enum Gradients {
@@ -91,6 +75,12 @@ enum Gradients {
             var inverse = [Int](repeating: 0, count: dims.count)
             for (i, d) in dims.enumerated() { inverse[d] = i }
             return [Tensor(shape: x[0].shape, data: Kernels.permute(g.data, g.shape, inverse))]
+
+        // MARK: GEMM-based ops (matmul, linear, conv) — gradients go here
+
+        // MARK: shape ops, softmax, norms, interpolation, pooling — gradients go here
+
+        // MARK: losses and F-LMM ops — gradients go here
         }
     }
 

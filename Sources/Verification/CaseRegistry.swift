@@ -1,0 +1,17 @@
+// Every golden case this toolkit can rebuild, by case name.
+
+/// Runs a case: rebuilds it from `config`, returns the computed `out.*` / `grad.*`.
+public typealias CaseRunner = (GoldenCase) throws -> CaseResult
+
+public enum CaseRegistry {
+    /// Case name → runner. One line per case; each runner lives in Cases/<Case>.swift.
+    public static let runners: [String: CaseRunner] = [
+        // MARK: ops built on GEMM (matmul, linear, conv, attention)
+
+        // MARK: ops: activations, softmax, norms, interpolation, pooling
+
+        // MARK: F-LMM grounding head (U-Net, attention pipeline, losses, metrics)
+
+        // MARK: SAM and the full F-LMM step
+    ]
+}
