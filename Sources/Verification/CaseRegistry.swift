@@ -4,8 +4,9 @@
 public typealias CaseRunner = (GoldenCase) throws -> CaseResult
 
 public enum CaseRegistry {
-    /// Case name → runner. One line per case; each runner lives in Cases/<Case>.swift.
-    public static let runners: [String: CaseRunner] = [
+    /// Case name → runner. One line per case; each runner lives in Cases/<Area>.swift.
+    public static let runners: [String: CaseRunner] = {
+        var r: [String: CaseRunner] = [:]
         // MARK: ops built on GEMM (matmul, linear, conv, attention)
 
         // MARK: ops: activations, softmax, norms, interpolation, pooling
@@ -13,5 +14,7 @@ public enum CaseRegistry {
         // MARK: F-LMM grounding head (U-Net, attention pipeline, losses, metrics)
 
         // MARK: SAM and the full F-LMM step
-    ]
+
+        return r
+    }()
 }
