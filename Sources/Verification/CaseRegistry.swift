@@ -1,7 +1,7 @@
 // Every golden case this toolkit can rebuild, by case name.
 
 /// Runs a case: rebuilds it from `config`, returns the computed `out.*` / `grad.*`.
-public typealias CaseRunner = (GoldenCase) throws -> CaseResult
+public typealias CaseRunner = @Sendable (GoldenCase) throws -> CaseResult
 
 public enum CaseRegistry {
     /// Case name → runner. One line per case; each runner lives in Cases/<Area>.swift.
