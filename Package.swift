@@ -15,6 +15,8 @@ let package = Package(
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "NN", targets: ["NN"]),
         .library(name: "Formats", targets: ["Formats"]),
+        .library(name: "SegmentAnything", targets: ["SegmentAnything"]),
+        .library(name: "FLMM", targets: ["FLMM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -33,13 +35,17 @@ let package = Package(
         ]),
         // Modules with PyTorch state-dict keys, losses, AdamW, LR schedules, initialisers.
         .target(name: "NN", dependencies: ["Tensors"]),
+        // Segment Anything: image encoder, prompt encoder, two-way transformer, mask decoder.
+        .target(name: "SegmentAnything", dependencies: ["NN"]),
+        // F-LMM: attention maps, U-Net head, SAM refiner, losses, metrics.
+        .target(name: "FLMM", dependencies: ["NN", "SegmentAnything"]),
         // safetensors, NetCDF.
         .target(name: "Formats", dependencies: ["Tensors", "CNetCDF"]),
         // Rebuilds golden cases from their config and compares with PyTorch's tensors.
-        .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats"]),
+        .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
 
         .executableTarget(name: "flmm", dependencies: [
-            "Tensors", "NN", "Formats", "Verification",
+            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -48,7 +54,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "TensorsTests", dependencies: [
-            "Tensors", "NN", "Formats", "Verification",
+            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
