@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-numerics", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+        .package(url: "https://github.com/weichsel/ZIPFoundation", from: "0.9.19"),
     ],
     targets: [
         // C libraries, wrapped once.
@@ -39,8 +40,11 @@ let package = Package(
         .target(name: "SegmentAnything", dependencies: ["NN"]),
         // F-LMM: attention maps, U-Net head, SAM refiner, losses, metrics.
         .target(name: "FLMM", dependencies: ["NN", "SegmentAnything"]),
-        // safetensors, NetCDF.
-        .target(name: "Formats", dependencies: ["Tensors", "CNetCDF"]),
+        // safetensors, PyTorch .pth (zip + restricted unpickler), NetCDF.
+        .target(name: "Formats", dependencies: [
+            "Tensors", "CNetCDF",
+            .product(name: "ZIPFoundation", package: "ZIPFoundation"),
+        ]),
         // Rebuilds golden cases from their config and compares with PyTorch's tensors.
         .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
 
