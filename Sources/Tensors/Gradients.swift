@@ -26,6 +26,26 @@ public enum Primitive: Sendable {
     // MARK: GEMM-based ops (matmul, linear, conv) — cases go here
 
     // MARK: shape ops, softmax, norms, interpolation, pooling — cases go here
+    // Softmax / log-softmax along `dim`: input [x]; fused, closed-form gradient.
+    case softmax(dim: Int), logSoftmax(dim: Int)
+    // LayerNorm, LayerNorm2d, GroupNorm, BatchNorm: inputs [x, weight?, bias?] (see NormPlan).
+    case norm(NormPlan)
+    // F.interpolate (nearest / bilinear): input [x]; gradient = transpose.
+    case interpolate(InterpolationPlan)
+    // Max pooling: input [x]; gradient to each window's arg-max (flat index within its plane).
+    case maxPool2d(Pool2dShape, argmax: [Int32])
+    // Concatenation along `dim`: inputs = the concatenated tensors.
+    case cat(dim: Int)
+    // x[..., start:start+len, ...] along `dim`: input [x].
+    case narrow(dim: Int, start: Int)
+    // Constant padding (F.pad's flat (before, after) list, last dim first): input [x].
+    case pad([Int])
+    // index_select along `dim`: input [x]; gradient scatter-adds in index order.
+    case indexSelect(dim: Int, indices: [Int])
+    // max along `dim` (values): input [x]; gradient to the recorded arg-max of each output.
+    case maxDim(dim: Int, indices: [Int])
+    // Broadcast copy (expand): input [x]; gradient sums back.
+    case expand
 
     // MARK: losses and F-LMM ops — cases go here
 }
@@ -79,6 +99,46 @@ enum Gradients {
         // MARK: GEMM-based ops (matmul, linear, conv) — gradients go here
 
         // MARK: shape ops, softmax, norms, interpolation, pooling — gradients go here
+        case .softmax(let d), .logSoftmax(let d):
+            let (o, k, i) = y.splitAround(d)
+            var isLog = false
+            if case .logSoftmax = op { isLog = true }
+            return [Tensor(shape: y.shape, data: Kernels.softmaxBackward(y.data, g.data, outer: o, axis: k, inner: i, log: isLog))]
+        case .norm(let plan):
+            let w: Tensor? = plan.hasWeight ? x[1] : nil
+            let (dx, dw, db) = Kernels.normBackward(x[0].data, g.data, plan.shape, mean: plan.mean, rstd: plan.rstd,
+                                                    weight: w?.data, statsConstant: plan.statsConstant)
+            var out: [Tensor?] = [Tensor(shape: x[0].shape, data: dx)]
+            if let w { out.append(Tensor(shape: w.shape, data: dw)) }
+            if plan.hasBias { out.append(Tensor(shape: x[x.count - 1].shape, data: db)) }
+            return out
+        case .interpolate(let plan):
+            return [Tensor(shape: x[0].shape,
+                           data: Kernels.interpolateBackward(g.data, planes: x[0].shape[0] * x[0].shape[1], plan))]
+        case .maxPool2d(let s, let argmax):
+            return [Tensor(shape: x[0].shape,
+                           data: Kernels.maxPool2dBackward(g.data, argmax: argmax, planes: x[0].shape[0] * x[0].shape[1], s))]
+        case .cat(let d):
+            var start = 0
+            return x.map { t in
+                defer { start += t.shape[d] }
+                return Tensor(shape: t.shape, data: Kernels.narrow(g.data, g.shape, dim: d, start: start, length: t.shape[d]))
+            }
+        case .narrow(let d, let start):
+            return [Tensor(shape: x[0].shape,
+                           data: Kernels.narrowBackward(g.data, inputShape: x[0].shape, dim: d, start: start, length: y.shape[d]))]
+        case .pad(let p):
+            return [Tensor(shape: x[0].shape, data: Kernels.padBackward(g.data, inputShape: x[0].shape, pad: p))]
+        case .indexSelect(let d, let indices):
+            let (o, k, i) = x[0].splitAround(d)
+            return [Tensor(shape: x[0].shape,
+                           data: Kernels.indexSelectBackward(g.data, outer: o, axis: k, inner: i, indices: indices))]
+        case .maxDim(let d, let indices):
+            let (o, k, i) = x[0].splitAround(d)
+            return [Tensor(shape: x[0].shape,
+                           data: Kernels.maxAlongBackward(g.data, indices: indices, outer: o, axis: k, inner: i))]
+        case .expand:
+            return [reduce(g, to: x[0])]
 
         // MARK: losses and F-LMM ops — gradients go here
         }
