@@ -21,4 +21,12 @@ public final class Embedding: Module {
         weight = Tensor(repeating: 0, shape: [numEmbeddings, embeddingDim], requiresGrad: true)
         Init.normal(weight, mean: 0, std: 1, rng: &rng)
     }
+
+    /// The rows `indices` of the table: [indices.count, embeddingDim]. The gradient adds into
+    /// the selected rows (repeats accumulate).
+    public func callAsFunction(_ indices: [Int]) -> Tensor {
+        precondition(indices.allSatisfy { (0..<numEmbeddings).contains($0) },
+                     "Embedding(\(numEmbeddings), \(embeddingDim)): index out of range in \(indices)")
+        return weight.indexSelect(dim: 0, index: indices)
+    }
 }
