@@ -48,6 +48,10 @@ public enum Primitive: Sendable {
     case expand
 
     // MARK: losses and F-LMM ops — cases go here
+    // F.binary_cross_entropy_with_logits, reduction 'none': inputs [logits, target]; fused.
+    case bceWithLogits
+    // F-LMM phrase attention maps (select, grid, merge, stack): input [attention [L, NH, R, K]].
+    case phraseMaps(PhraseMapPlan)
 }
 
 enum Gradients {
@@ -141,6 +145,14 @@ enum Gradients {
             return [reduce(g, to: x[0])]
 
         // MARK: losses and F-LMM ops — gradients go here
+        case .bceWithLogits:
+            // ∂/∂x = g·(σ(x) − t), ∂/∂t = −g·x
+            let (dx, dt) = Kernels.bceWithLogitsBackward(g.data, x[0].data, x[1].data)
+            return [Tensor(shape: x[0].shape, data: dx), x[1].tracksGradient ? Tensor(shape: x[1].shape, data: dt) : nil]
+        case .phraseMaps(let plan):
+            let s = x[0].shape
+            return [Tensor(shape: s, data: Kernels.phraseMapsBackward(g.data, x[0].data, layers: s[0], heads: s[1],
+                                                                      rows: s[2], cols: s[3], plan: plan))]
         }
     }
 

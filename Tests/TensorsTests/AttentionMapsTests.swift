@@ -1,0 +1,228 @@
+import XCTest
+import Tensors
+import FLMM
+
+/// Attention with `layers` × `heads` over a token sequence, all zeros except the entries set.
+private struct HandAttention {
+    let layers: Int, heads: Int, seq: Int
+    var data: [Float]
+    init(layers: Int, heads: Int, seq: Int) {
+        self.layers = layers
+        self.heads = heads
+        self.seq = seq
+        data = [Float](repeating: 0, count: layers * heads * seq * seq)
+    }
+    mutating func set(layer: Int, head: Int, row: Int, col: Int, _ v: Float) {
+        data[((layer * heads + head) * seq + row) * seq + col] = v
+    }
+    var tensor: Tensor { Tensor(shape: [layers, heads, seq, seq], data: data) }
+}
+
+/// The value of `maps` [N, C, h, w] at (n, c, y, x).
+private func at(_ t: Tensor, _ n: Int, _ c: Int, _ y: Int, _ x: Int) -> Float {
+    let s = t.shape
+    return t.data[((n * s[1] + c) * s[2] + y) * s[3] + x]
+}
+
+/// Asserts that plane (n, c) of `t` is one-hot at (y, x) with value `v`.
+private func assertOneHot(_ t: Tensor, n: Int, c: Int, y: Int, x: Int, value v: Float = 1,
+                          file: StaticString = #filePath, line: UInt = #line) {
+    let (h, w) = (t.shape[2], t.shape[3])
+    for yy in 0..<h {
+        for xx in 0..<w {
+            XCTAssertEqual(at(t, n, c, yy, xx), yy == y && xx == x ? v : 0,
+                           "plane (\(n), \(c)) at (\(yy), \(xx))", file: file, line: line)
+        }
+    }
+}
+
+final class AttentionMapsTests: XCTestCase {
+    // Sequence: 2 prefix tokens, 6 image tokens (grid 2×3), 4 text tokens with mask ids.
+    let imageID = 7
+    var inputIDs: [Int] { [1, 2] + [Int](repeating: imageID, count: 6) + [3, 4, 5, 6] }
+    var maskIDs: [Int] { [-1, -1] + [Int](repeating: -1, count: 6) + [0, 0, -1, 1] }
+
+    func testDeepSeekOneHotPerLayerAndHead() throws {
+        // Token 8 (mask 0) attends, at layer l / head j, to the image token of cell (l, j + 1).
+        var a = HandAttention(layers: 2, heads: 2, seq: 12)
+        for l in 0..<2 {
+            for j in 0..<2 { a.set(layer: l, head: j, row: 8, col: 2 + l * 3 + j + 1, 1) }
+        }
+        a.set(layer: 1, head: 0, row: 11, col: 2 + 0, 0.25)   // mask 1 → cell (0, 0)
+        let layout = DeepSeekVLLayout(imageTokenID: imageID, gridHeight: 2, gridWidth: 3)
+        let maps = try AttentionMaps.extract(attentions: a.tensor, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 2,
+                                             layout: layout, merge: .max)
+        XCTAssertEqual(maps.shape, [2, 4, 2, 3])
+        for l in 0..<2 {
+            for j in 0..<2 { assertOneHot(maps, n: 0, c: l * 2 + j, y: l, x: j + 1) }   // channel = l·NH + j
+        }
+        assertOneHot(maps, n: 1, c: 2, y: 0, x: 0, value: 0.25)
+        for c in [0, 1, 3] { XCTAssertEqual(maps.sum([2, 3]).data[4 + c], 0) }
+        // Mean over mask 0's two tokens halves the one-hot value (token 9 attends to nothing).
+        let mean = try AttentionMaps.extract(attentions: a.tensor, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 2,
+                                             layout: layout, merge: .mean)
+        assertOneHot(mean, n: 0, c: 3, y: 1, x: 2, value: 0.5)
+    }
+
+    func testMeanAndMaxMergeValues() throws {
+        var a = HandAttention(layers: 1, heads: 1, seq: 12)
+        // Mask 0 = tokens 8, 9: cell (0, 0) gets 0.2 and 0.6; cell (1, 2) gets 0.3 and 0.1.
+        a.set(layer: 0, head: 0, row: 8, col: 2, 0.2)
+        a.set(layer: 0, head: 0, row: 9, col: 2, 0.6)
+        a.set(layer: 0, head: 0, row: 8, col: 7, 0.3)
+        a.set(layer: 0, head: 0, row: 9, col: 7, 0.1)
+        let layout = LlavaLayout(imageTokenID: imageID, paddedHeight: 28, paddedWidth: 42, patchSize: 14)
+        XCTAssertEqual(layout.gridHeight, 2)
+        XCTAssertEqual(layout.gridWidth, 3)
+        let mean = try AttentionMaps.extract(attentions: a.tensor, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 2,
+                                             layout: layout, merge: .mean)
+        let mx = try AttentionMaps.extract(attentions: a.tensor, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 2,
+                                           layout: layout, merge: .max)
+        XCTAssertEqual(at(mean, 0, 0, 0, 0), 0.4, accuracy: 1e-7)
+        XCTAssertEqual(at(mean, 0, 0, 1, 2), 0.2, accuracy: 1e-7)
+        XCTAssertEqual(at(mx, 0, 0, 0, 0), 0.6)
+        XCTAssertEqual(at(mx, 0, 0, 1, 2), 0.3)
+    }
+
+    func testHPTGrids() throws {
+        XCTAssertEqual(HPTLayout.air(imageTokenID: 1).grid, 28)
+        XCTAssertEqual(HPTLayout.v1_5(imageTokenID: 1).grid, 32)
+        // A 28×28 layout: the token attending to image token 28·5 + 17 lights cell (5, 17).
+        let layout = HPTLayout.air(imageTokenID: 9)
+        let seq = 1 + 784 + 1
+        var a = HandAttention(layers: 1, heads: 1, seq: seq)
+        a.set(layer: 0, head: 0, row: seq - 1, col: 1 + 28 * 5 + 17, 1)
+        let ids = [0] + [Int](repeating: 9, count: 784) + [3]
+        let masks = [Int](repeating: -1, count: seq - 1) + [0]
+        let maps = try AttentionMaps.extract(attentions: a.tensor, inputIDs: ids, maskIDs: masks, numMasks: 1,
+                                             layout: layout, merge: .mean)
+        XCTAssertEqual(maps.shape, [1, 1, 28, 28])
+        assertOneHot(maps, n: 0, c: 0, y: 5, x: 17)
+    }
+
+    func testCacheFormMatchesFullForm() throws {
+        let (l, h, seq) = (2, 3, 12)
+        var rng = PhiloxRNG(seed: 11)
+        let a = Tensor(shape: [l, h, seq, seq], data: (0..<(l * h * seq * seq)).map { _ in rng.nextFloat() })
+        let layout = DeepSeekVLLayout(imageTokenID: imageID, gridHeight: 2, gridWidth: 3)
+        // Cache: rows of the phrase tokens (8, 9, 11) over the image columns 2..<8.
+        let rows = [8, 9, 11]
+        var cache = [Float]()
+        for p in 0..<(l * h) {
+            for r in rows { for c in 2..<8 { cache.append(a.data[(p * seq + r) * seq + c]) } }
+        }
+        for merge in PhraseMerge.allCases {
+            let full = try AttentionMaps.extract(attentions: a, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 2,
+                                                 layout: layout, merge: merge)
+            let cached = try AttentionMaps.extract(phraseRows: Tensor(shape: [l, h, 3, 6], data: cache),
+                                                   rowMaskIDs: [0, 0, 1], numMasks: 2, layout: layout, merge: merge)
+            XCTAssertEqual(full.shape, cached.shape)
+            XCTAssertEqual(full.data, cached.data, "\(merge)")
+        }
+    }
+
+    func testBadInputsThrowClearErrors() throws {
+        let layout = DeepSeekVLLayout(imageTokenID: imageID, gridHeight: 2, gridWidth: 3)
+        let a = HandAttention(layers: 1, heads: 1, seq: 12).tensor
+        func err(_ body: () throws -> Tensor) -> AttentionMapError? {
+            do { _ = try body(); return nil } catch let e as AttentionMapError { return e } catch { return nil }
+        }
+        // Image-token count ≠ h·w.
+        let wide = DeepSeekVLLayout(imageTokenID: imageID, gridHeight: 2, gridWidth: 4)
+        XCTAssertEqual(err { try AttentionMaps.extract(attentions: a, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 2,
+                                                       layout: wide, merge: .mean) },
+                       .imageTokenCount(layout: "DeepSeek-VL 2×4", expected: 8, found: 6))
+        // A phrase with no token.
+        XCTAssertEqual(err { try AttentionMaps.extract(attentions: a, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 3,
+                                                       layout: layout, merge: .mean) },
+                       .emptyPhrase(mask: 2, numMasks: 3))
+        // Mask ids beyond the number of masks.
+        XCTAssertEqual(err { try AttentionMaps.extract(attentions: a, inputIDs: inputIDs, maskIDs: maskIDs, numMasks: 1,
+                                                       layout: layout, merge: .mean) },
+                       .maskIDOutOfRange(token: 11, maskID: 1, numMasks: 1))
+        // NaN / Inf in a phrase row's image columns (but not elsewhere).
+        var bad = HandAttention(layers: 2, heads: 2, seq: 12)
+        bad.set(layer: 0, head: 0, row: 10, col: 3, .nan)   // token 10 is in no phrase: ignored
+        XCTAssertNil(err { try AttentionMaps.extract(attentions: bad.tensor, inputIDs: inputIDs, maskIDs: maskIDs,
+                                                     numMasks: 2, layout: layout, merge: .max) })
+        bad.set(layer: 1, head: 1, row: 11, col: 4, .infinity)
+        XCTAssertEqual(err { try AttentionMaps.extract(attentions: bad.tensor, inputIDs: inputIDs, maskIDs: maskIDs,
+                                                       numMasks: 2, layout: layout, merge: .max) },
+                       .nonFinite(layer: 1, head: 1, row: 11, imageColumn: 2, value: .infinity))
+        // Shapes.
+        XCTAssertEqual(err { try AttentionMaps.extract(attentions: a, inputIDs: Array(inputIDs.dropLast()), maskIDs: maskIDs,
+                                                       numMasks: 2, layout: layout, merge: .mean) },
+                       .tokenCount(what: "input ids", expected: 12, actual: 11))
+        XCTAssertEqual(err { try AttentionMaps.extract(phraseRows: Tensor.zeros([1, 1, 2, 5]), rowMaskIDs: [0, 0],
+                                                       numMasks: 1, layout: layout, merge: .mean) },
+                       .imageTokenCount(layout: "DeepSeek-VL 2×3", expected: 6, found: 5))
+        // The description names what was expected.
+        XCTAssertTrue(AttentionMapError.imageTokenCount(layout: "X", expected: 576, found: 575).description.contains("576"))
+    }
+
+    func testLayoutTilingIsChecked() {
+        struct Overlapping: AttentionLayout {
+            var name: String { "overlapping" }
+            var imageTokenID: Int { 0 }
+            var imageTokenCount: Int { 8 }
+            var maps: [AttentionMapGeometry] { [AttentionMapGeometry(height: 2, width: 2)] }
+            var segments: [AttentionSegment] {
+                [AttentionSegment(start: 0, rows: 2, cols: 2), AttentionSegment(start: 4, rows: 1, cols: 2)]
+            }
+            var channelOrder: PhraseMapChannelOrder { .mapMajor }
+        }
+        XCTAssertThrowsError(try Overlapping().cellColumns()) { e in
+            XCTAssertEqual(e as? AttentionMapError,
+                           .badLayout(layout: "overlapping", detail: "map 0 cell (0, 0) is covered twice"))
+        }
+    }
+
+    /// Finite differences in Double of the fused kernel (forward and backward run in Double).
+    func testPhraseMapsGradientByFiniteDifferences() {
+        let (l, h, r, k) = (2, 2, 7, 9)
+        var rng = PhiloxRNG(seed: 3)
+        let a = (0..<(l * h * r * k)).map { _ in Double(rng.nextFloat()) }
+        let maps = [PhraseMapPlan.Map(height: 2, width: 3, cellColumns: [8, 1, 2, 5, 4, 0]),
+                    PhraseMapPlan.Map(height: 2, width: 3, cellColumns: [3, 6, 7, 2, 1, 0])]
+        for merge in PhraseMerge.allCases {
+            for order in [PhraseMapChannelOrder.mapMajor, .layerMajor] {
+                let plan = PhraseMapPlan(rowsPerPhrase: [[1, 4, 5], [6], [0, 2]], maps: maps, merge: merge, channelOrder: order)
+                let shape = plan.outputShape(layers: l, heads: h)
+                let g = (0..<shape.product).map { _ in Double(rng.nextFloat()) - 0.5 }
+                func f(_ x: [Double]) -> Double {
+                    zip(Kernels.phraseMaps(x, layers: l, heads: h, rows: r, cols: k, plan: plan), g).reduce(0) { $0 + $1.0 * $1.1 }
+                }
+                let analytic = Kernels.phraseMapsBackward(g, a, layers: l, heads: h, rows: r, cols: k, plan: plan)
+                var worst = 0.0
+                for i in a.indices {
+                    var p = a, m = a
+                    p[i] += 1e-6
+                    m[i] -= 1e-6
+                    worst = max(worst, abs((f(p) - f(m)) / 2e-6 - analytic[i]))
+                }
+                XCTAssertLessThan(worst, 1e-8, "\(merge) \(order)")
+            }
+        }
+    }
+
+    func testMaxGradientGoesToFirstArgmax() {
+        // Two rows tie at every column: the gradient goes to the first row only.
+        let a = Tensor(shape: [1, 1, 2, 2], data: [0.5, 0.5, 0.5, 0.5], requiresGrad: true)
+        let plan = PhraseMapPlan(rowsPerPhrase: [[0, 1]], maps: [PhraseMapPlan.Map(height: 1, width: 2, cellColumns: [0, 1])],
+                                 merge: .max, channelOrder: .mapMajor)
+        let y = a.phraseMaps(plan)
+        y.backward(Tensor(shape: y.shape, data: [2, 3]))
+        XCTAssertEqual(a.grad?.data, [2, 3, 0, 0])
+    }
+
+    func testChannelOrders() {
+        // 2 layers × 1 head × 1 row × 2 columns, a[l, 0, 0, c] = 10·l + c; map m reads column m.
+        let a = Tensor(shape: [2, 1, 1, 2], data: [0, 1, 10, 11])
+        let maps = [PhraseMapPlan.Map(height: 1, width: 1, cellColumns: [0]),
+                    PhraseMapPlan.Map(height: 1, width: 1, cellColumns: [1])]
+        let mapMajor = a.phraseMaps(PhraseMapPlan(rowsPerPhrase: [[0]], maps: maps, merge: .mean, channelOrder: .mapMajor))
+        let layerMajor = a.phraseMaps(PhraseMapPlan(rowsPerPhrase: [[0]], maps: maps, merge: .mean, channelOrder: .layerMajor))
+        XCTAssertEqual(mapMajor.data, [0, 10, 1, 11])      // [map0 l0, map0 l1, map1 l0, map1 l1]
+        XCTAssertEqual(layerMajor.data, [0, 1, 10, 11])    // [l0 map0, l0 map1, l1 map0, l1 map1]
+    }
+}
