@@ -80,8 +80,13 @@ public final class AdamW {
             state[i] = nil  // drop the stored copy so the arrays below are mutated in place
             s.step += 1
             let t = Double(s.step)
-            let decay: Float? = weightDecay != 0 ? Float(1 - lr * weightDecay) : nil
+            // wd == 0 skips PyTorch's mul_; multiplying by exactly 1 changes no bit, so one loop serves.
+            let decay: Float = weightDecay != 0 ? Float(1 - lr * weightDecay) : 1
+            // ATen's lerp(self, end, w): fmadd(w, end − self, self) when |w| < 0.5, else
+            // fmadd(w − 1, end − self, end).
             let w1 = Float(1 - beta1)
+            let smallWeight = abs(w1) < 0.5
+            let lerpCoeff = smallWeight ? w1 : w1 - 1
             let b2 = Float(beta2), c2 = Float(1 - beta2)
             let bc1 = 1 - pow(beta1, t)
             let bc2 = 1 - pow(beta2, t)
@@ -94,20 +99,19 @@ public final class AdamW {
                 s.expAvg.withUnsafeMutableBufferPointer { mp in
                     s.expAvgSq.withUnsafeMutableBufferPointer { vp in
                         grad.data.withUnsafeBufferPointer { gp in
-                            let P = SendablePointer(pp.baseAddress!), M = SendablePointer(mp.baseAddress!)
-                            let V = SendablePointer(vp.baseAddress!), G = SendableConstPointer(gp.baseAddress!)
+                            guard let p0 = pp.baseAddress, let m0 = mp.baseAddress, let v0 = vp.baseAddress,
+                                  let g0 = gp.baseAddress else { return }
+                            let P = SendablePointer(p0), M = SendablePointer(m0)
+                            let V = SendablePointer(v0), G = SendableConstPointer(g0)
                             Parallel.forEachChunk(pp.count, grain: 1 << 15) { r in
                                 for j in r {
-                                    let g = G[j]
-                                    var x = P[j]
-                                    if let decay { x = x * decay }
-                                    let m = AdamW.lerp(M[j], g, w1)
+                                    let g = G[j], mOld = M[j]
+                                    let m = (smallWeight ? mOld : g).addingProduct(lerpCoeff, g - mOld)
                                     let v = V[j] * b2 + (c2 * g) * g
                                     let denom = v.squareRoot() / bc2Sqrt + epsF
-                                    x = x + (negStep * m) / denom
                                     M[j] = m
                                     V[j] = v
-                                    P[j] = x
+                                    P[j] = P[j] * decay + (negStep * m) / denom
                                 }
                             }
                         }
@@ -117,13 +121,6 @@ public final class AdamW {
             p.assign(param)
             state[i] = s
         }
-    }
-
-    /// ATen's lerp(self, end, w): fmadd(w, end − self, self) when |w| < 0.5, else
-    /// fmadd(w − 1, end − self, end).
-    @inline(__always)
-    static func lerp(_ start: Float, _ end: Float, _ w: Float) -> Float {
-        abs(w) < 0.5 ? start.addingProduct(w, end - start) : end.addingProduct(w - 1, end - start)
     }
 
     /// Clears the gradients of all parameters (PyTorch's `zero_grad(set_to_none=True)`).

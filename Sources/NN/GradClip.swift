@@ -18,8 +18,11 @@ public func clipGradNorm(_ parameters: [Tensor], maxNorm: Double) -> Double {
     guard !grads.isEmpty else { return 0 }
     var totalSquared = 0.0
     for g in grads {
-        var s = 0.0
-        for x in g.data { let d = Double(x); s += d * d }
+        let s = g.data.withUnsafeBufferPointer { b in
+            var acc = 0.0
+            for x in b { let d = Double(x); acc += d * d }
+            return acc
+        }
         let norm = s.squareRoot()
         totalSquared += norm * norm
     }
