@@ -10,6 +10,9 @@ public enum CaseRegistry {
         // MARK: ops built on GEMM (matmul, linear, conv, attention)
 
         // MARK: ops: activations, softmax, norms, interpolation, pooling
+        r["ops_relu"] = OpsPointwise.relu
+        r["ops_sigmoid"] = OpsPointwise.sigmoid
+        r["ops_gelu"] = OpsPointwise.gelu
 
         // MARK: F-LMM grounding head (U-Net, attention pipeline, losses, metrics)
 

@@ -3,10 +3,13 @@
 // A runner rebuilds the case from `config` alone (any shapes it describes), loads `param.*`,
 // feeds `in.*`, runs the forward and the backward `config.backward` describes, and returns
 // every `out.*` and `grad.*` it computed, under the golden file's names.
+//
+// Loading: GoldenFile.swift. Reading `config`: ConfigAccess.swift. Comparing: Tolerance.swift.
 
 import Tensors
 
 /// A parsed JSON value (the golden files' `config` and `tolerance` metadata).
+/// Read it with the throwing accessors of ConfigAccess.swift: `try config["eps"].double`.
 public indirect enum JSON: Sendable, Equatable {
     case null
     case bool(Bool)
@@ -26,6 +29,12 @@ public struct GoldenCase {
     public let int64s: [String: (shape: [Int], values: [Int64])]
     /// Tensor names in file order (sorted, as safetensors headers are written).
     public let names: [String]
+    /// The `tolerance` metadata (an empty object when the file has none: the defaults apply).
+    public var tolerance: JSON = .object([:])
+    /// Every `__metadata__` string (`case`, `config`, `tolerance`, `notes`, `seed`, …).
+    public var metadata: [String: String] = [:]
+    /// The file it was read from ("" when built in memory).
+    public var file: String = ""
 
     public init(name: String, config: JSON, tensors: [String: Tensor],
                 int64s: [String: (shape: [Int], values: [Int64])], names: [String]) {
@@ -48,13 +57,19 @@ public struct CaseResult {
 public enum GoldenError: Error, CustomStringConvertible {
     case unknownCase(String)
     case missingTensor(case: String, name: String)
+    /// A config value is absent or of the wrong type. `case` is "" when the accessor did not
+    /// know it (the verifier fills it in); `key` is the path, e.g. `backward.outputs[1]`.
     case badConfig(case: String, key: String, expected: String)
+    /// The file is a valid safetensors file but not a golden case (metadata missing or not JSON).
+    case badFile(file: String, problem: String)
 
     public var description: String {
         switch self {
         case .unknownCase(let c): return "unknown golden case '\(c)'"
         case .missingTensor(let c, let n): return "case '\(c)': missing tensor '\(n)'"
-        case .badConfig(let c, let k, let e): return "case '\(c)': config key '\(k)': expected \(e)"
+        case .badConfig(let c, let k, let e):
+            return (c.isEmpty ? "" : "case '\(c)': ") + "config key '\(k)': expected \(e)"
+        case .badFile(let f, let p): return "\(f): not a golden case: \(p)"
         }
     }
 }

@@ -1,1 +1,2 @@
-print("flmm")
+// flmm: the toolkit's command-line tool. Subcommands live one per file in this folder.
+FLMMCommand.main()
