@@ -1,0 +1,347 @@
+// PyTorch `.pth` checkpoints as `torch.save(state_dict)` writes them (the zip format, torch ≥ 1.6).
+//
+// Layout: a zip archive (entries stored uncompressed) with one folder `<name>/` holding
+//   data.pkl        the pickled state dict (protocol 2), read by the restricted `Unpickler`
+//   data/<key>      the raw bytes of storage <key> (numel × element size)
+//   byteorder       "little" or "big" (absent in old files: little)
+//   version, .format_version, .storage_alignment, .data/serialization_id   (not needed)
+// Each tensor is a strided view (storage offset, size, stride) of a storage; views are
+// materialised as contiguous row-major bytes, non-contiguous ones element by element.
+//
+// Reading never executes anything from the file and never traps: a corrupt archive, a pickle
+// outside the allowed set, a missing storage or a storage shorter than its view are
+// `PyTorchCheckpointError`s naming the file and the cause.
+
+import Foundation
+import Tensors
+import ZIPFoundation
+
+/// A `.pth` file could not be read: which file, and what is wrong.
+public struct PyTorchCheckpointError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let file: String
+    public let kind: Kind
+
+    public enum Kind: Equatable, Sendable {
+        /// The file does not exist or cannot be opened.
+        case unreadable(String)
+        /// Not a zip archive, truncated, or an entry fails its size or CRC check.
+        case corruptArchive(String)
+        /// A zip entry the checkpoint needs is absent (`data.pkl`, `data/<key>`).
+        case missingEntry(String)
+        /// The pickle uses something outside the allowed set, or is malformed.
+        case pickle(PickleError)
+        /// The pickle is valid but not a flat dict of tensors keyed by strings.
+        case notAStateDict(String)
+        /// A tensor's view reaches past the end of its storage.
+        case storageTooShort(tensor: String, storage: String, needed: Int, available: Int)
+        /// One storage key used with two element types.
+        case inconsistentStorage(tensor: String, storage: String, problem: String)
+        /// The `byteorder` entry is neither "little" nor "big".
+        case unsupportedByteOrder(String)
+        /// No tensor of that name (accessors).
+        case missingTensor(String)
+        /// The tensor's dtype does not decode to what was asked (accessors).
+        case wrongDType(tensor: String, dtype: String, expected: String)
+    }
+
+    public init(file: String, kind: Kind) {
+        self.file = file
+        self.kind = kind
+    }
+
+    public var description: String {
+        let what: String
+        switch kind {
+        case .unreadable(let m): what = "cannot read: \(m)"
+        case .corruptArchive(let m): what = "not a valid PyTorch zip checkpoint (truncated or corrupt): \(m)"
+        case .missingEntry(let e): what = "the archive has no entry '\(e)'"
+        case .pickle(let e): what = e.description
+        case .notAStateDict(let m): what = "not a state dict: \(m)"
+        case .storageTooShort(let t, let s, let need, let have):
+            what = "tensor '\(t)': its view needs \(need) bytes of storage '\(s)', which holds \(have)"
+        case .inconsistentStorage(let t, let s, let p): what = "tensor '\(t)': storage '\(s)': \(p)"
+        case .unsupportedByteOrder(let b): what = "unsupported byteorder '\(b)' (expected little or big)"
+        case .missingTensor(let t): what = "no tensor '\(t)'"
+        case .wrongDType(let t, let d, let e): what = "tensor '\(t)' has dtype \(d), expected \(e)"
+        }
+        return "\(file): \(what)"
+    }
+}
+
+/// A state dict read from a `.pth` file: tensors in the file's (insertion) order.
+public struct PyTorchCheckpoint: Sendable {
+    /// One tensor: name, element type, shape and contiguous little-endian row-major bytes.
+    public struct Entry: Sendable, Equatable {
+        public let name: String
+        public let dtype: TorchDType
+        public let shape: [Int]
+        public let bytes: [UInt8]
+
+        public init(name: String, dtype: TorchDType, shape: [Int], bytes: [UInt8]) {
+            precondition(bytes.count == shape.product * dtype.byteSize,
+                         "PyTorchCheckpoint.Entry: \(bytes.count) bytes for \(dtype) \(shape)")
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.bytes = bytes
+        }
+
+        /// Values as Float32 (exact for float32, float16, bfloat16); nil for int64.
+        public func floats() -> [Float]? {
+            let n = shape.product
+            switch dtype {
+            case .float32:
+                return [Float](unsafeUninitializedCapacity: n) { out, count in
+                    bytes.withUnsafeBytes { raw in
+                        for i in 0..<n { out[i] = Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian) }
+                    }
+                    count = n
+                }
+            case .float16, .bfloat16:
+                let half = dtype == .float16
+                return [Float](unsafeUninitializedCapacity: n) { out, count in
+                    bytes.withUnsafeBytes { raw in
+                        for i in 0..<n {
+                            let h = raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian
+                            out[i] = half ? TorchDType.decodeFloat16(h) : Float(bitPattern: UInt32(h) << 16)
+                        }
+                    }
+                    count = n
+                }
+            case .int64:
+                return nil
+            }
+        }
+
+        /// Values as Int64; nil for floating-point dtypes.
+        public func int64s() -> [Int64]? {
+            guard dtype == .int64 else { return nil }
+            let n = shape.product
+            return bytes.withUnsafeBytes { raw in
+                (0..<n).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
+            }
+        }
+    }
+
+    /// The path of the file read.
+    public let file: String
+    /// Tensors in the state dict's order.
+    public let entries: [Entry]
+
+    /// Tensor names in the state dict's order.
+    public var names: [String] { entries.map(\.name) }
+
+    public subscript(name: String) -> Entry? { entries.first { $0.name == name } }
+
+    public init(file: String, entries: [Entry]) {
+        self.file = file
+        self.entries = entries
+    }
+
+    /// The tensor `name` as a Float32 `Tensor` (float32, float16 and bfloat16 storages).
+    public func tensor(_ name: String) throws(PyTorchCheckpointError) -> Tensor {
+        guard let e = self[name] else { throw PyTorchCheckpointError(file: file, kind: .missingTensor(name)) }
+        guard let values = e.floats() else {
+            throw PyTorchCheckpointError(file: file, kind: .wrongDType(tensor: name, dtype: e.dtype.rawValue,
+                                                                       expected: "a floating-point dtype"))
+        }
+        return Tensor(shape: e.shape, data: values)
+    }
+
+    /// Every floating-point tensor, decoded to Float32, by name (what a module's `load` takes).
+    public var floatTensors: [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for e in entries { if let v = e.floats() { out[e.name] = Tensor(shape: e.shape, data: v) } }
+        return out
+    }
+
+    /// Every int64 tensor by name.
+    public var integerTensors: [String: (shape: [Int], values: [Int64])] {
+        var out: [String: (shape: [Int], values: [Int64])] = [:]
+        for e in entries { if let v = e.int64s() { out[e.name] = (e.shape, v) } }
+        return out
+    }
+
+    // MARK: reading
+
+    /// Reads a `.pth` file written by `torch.save(state_dict)`.
+    public static func read(_ url: URL) throws(PyTorchCheckpointError) -> PyTorchCheckpoint {
+        let file = url.path
+        func fail(_ k: PyTorchCheckpointError.Kind) -> PyTorchCheckpointError {
+            PyTorchCheckpointError(file: file, kind: k)
+        }
+        guard FileManager.default.isReadableFile(atPath: file) else {
+            throw fail(.unreadable("no such readable file"))
+        }
+        let archive: Archive
+        do {
+            archive = try Archive(url: url, accessMode: .read)
+        } catch {
+            throw fail(.corruptArchive("cannot open the zip archive (\(error))"))
+        }
+        var byPath: [String: ZIPFoundation.Entry] = [:]
+        var order: [String] = []
+        for e in archive {
+            if byPath[e.path] == nil { order.append(e.path) }
+            byPath[e.path] = e
+        }
+        guard let pkl = order.first(where: { $0 == "data.pkl" || $0.hasSuffix("/data.pkl") }) else {
+            throw fail(.missingEntry("<archive>/data.pkl"))
+        }
+        let prefix = String(pkl.dropLast("data.pkl".count))
+
+        func readEntry(_ path: String) throws(PyTorchCheckpointError) -> [UInt8] {
+            guard let e = byPath[path] else { throw fail(.missingEntry(path)) }
+            var out: [UInt8] = []
+            out.reserveCapacity(Int(clamping: e.uncompressedSize))
+            let crc: CRC32
+            do {
+                crc = try archive.extract(e, bufferSize: 1 << 20, skipCRC32: false) { data in
+                    out.append(contentsOf: data)
+                }
+            } catch {
+                throw fail(.corruptArchive("entry '\(path)' cannot be read (\(error))"))
+            }
+            guard UInt64(out.count) == e.uncompressedSize else {
+                throw fail(.corruptArchive("entry '\(path)' holds \(out.count) of its \(e.uncompressedSize) bytes"))
+            }
+            guard crc == e.checksum else {
+                throw fail(.corruptArchive("entry '\(path)' fails its CRC-32 check"))
+            }
+            return out
+        }
+
+        var bigEndian = false
+        if byPath[prefix + "byteorder"] != nil {
+            let text = String(decoding: try readEntry(prefix + "byteorder"), as: UTF8.self)
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            switch text {
+            case "little": bigEndian = false
+            case "big": bigEndian = true
+            default: throw fail(.unsupportedByteOrder(text))
+            }
+        }
+
+        let root: PickleValue
+        do {
+            root = try Unpickler.load(try readEntry(pkl))
+        } catch let e as PickleError {
+            throw fail(.pickle(e))
+        } catch let e as PyTorchCheckpointError {
+            throw e
+        } catch {
+            throw fail(.corruptArchive("\(error)"))
+        }
+
+        guard case .dict(let dict) = root else {
+            throw fail(.notAStateDict("the pickle holds \(root.kindName), not a dict of tensors"))
+        }
+        var refs: [(String, PickleTensorRef)] = []
+        for (k, v) in dict.items {
+            guard case .string(let name) = k else { throw fail(.notAStateDict("a key is \(k.kindName), not a str")) }
+            guard case .tensor(let t) = v else { throw fail(.notAStateDict("'\(name)' holds \(v.kindName), not a tensor")) }
+            refs.append((name, t))
+        }
+
+        // Read each storage once; drop it after its last tensor.
+        var remainingUses: [String: Int] = [:]
+        for (_, t) in refs { remainingUses[t.storage.key, default: 0] += 1 }
+        var storages: [String: (dtype: TorchDType, bytes: [UInt8])] = [:]
+        var entries: [Entry] = []
+        entries.reserveCapacity(refs.count)
+        for (name, t) in refs {
+            let key = t.storage.key
+            let path = prefix + "data/" + key
+            let storage: (dtype: TorchDType, bytes: [UInt8])
+            if let s = storages[key] {
+                guard s.dtype == t.storage.dtype else {
+                    throw fail(.inconsistentStorage(tensor: name, storage: path,
+                                                    problem: "used as \(s.dtype) and as \(t.storage.dtype)"))
+                }
+                storage = s
+            } else {
+                var bytes = try readEntry(path)
+                if bigEndian { swapBytes(&bytes, width: t.storage.dtype.byteSize) }
+                storage = (t.storage.dtype, bytes)
+            }
+            remainingUses[key, default: 1] -= 1
+            if remainingUses[key] == 0 { storages[key] = nil } else { storages[key] = storage }
+            entries.append(try materialize(name: name, ref: t, storage: storage.bytes, path: path, file: file))
+        }
+        return PyTorchCheckpoint(file: file, entries: entries)
+    }
+
+    /// Copies the strided view `ref` of `storage` into contiguous row-major bytes.
+    static func materialize(name: String, ref: PickleTensorRef, storage: [UInt8], path: String,
+                            file: String) throws(PyTorchCheckpointError) -> Entry {
+        let es = ref.storage.dtype.byteSize
+        let n = ref.shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+        if n == 0 { return Entry(name: name, dtype: ref.storage.dtype, shape: ref.shape, bytes: []) }
+        // Last element index of the view; the view needs storage elements 0...last.
+        var last = ref.storageOffset
+        for (s, st) in zip(ref.shape, ref.stride) {
+            let (m, o1) = (s - 1).multipliedReportingOverflow(by: st)
+            let (sum, o2) = last.addingReportingOverflow(m)
+            last = (o1 || o2) ? Int.max : sum
+        }
+        let available = min(storage.count, ref.storage.count.multipliedReportingOverflow(by: es).overflow
+                            ? Int.max : ref.storage.count * es)
+        let (needed, overflow) = (last == Int.max ? (Int.max, true) : (last + 1).multipliedReportingOverflow(by: es))
+        guard !overflow, needed <= available else {
+            throw PyTorchCheckpointError(file: file, kind: .storageTooShort(
+                tensor: name, storage: path, needed: overflow ? Int.max : needed, available: available))
+        }
+        let contiguous = Tensor.strides(of: ref.shape)
+        let isContiguous = zip(zip(ref.shape, ref.stride), contiguous).allSatisfy { $0.0.0 <= 1 || $0.0.1 == $0.1 }
+        if isContiguous {
+            let start = ref.storageOffset * es
+            return Entry(name: name, dtype: ref.storage.dtype, shape: ref.shape,
+                         bytes: Array(storage[start..<(start + n * es)]))
+        }
+        var out = [UInt8](repeating: 0, count: n * es)
+        let rank = ref.shape.count
+        var index = [Int](repeating: 0, count: rank)
+        var src = ref.storageOffset
+        storage.withUnsafeBytes { s in
+            out.withUnsafeMutableBytes { o in
+                for i in 0..<n {
+                    for b in 0..<es { o[i * es + b] = s[src * es + b] }
+                    // Advance the multi-index (row-major), updating the source offset.
+                    var d = rank - 1
+                    while d >= 0 {
+                        index[d] += 1
+                        src += ref.stride[d]
+                        if index[d] < ref.shape[d] { break }
+                        src -= ref.stride[d] * ref.shape[d]
+                        index[d] = 0
+                        d -= 1
+                    }
+                }
+            }
+        }
+        return Entry(name: name, dtype: ref.storage.dtype, shape: ref.shape, bytes: out)
+    }
+
+    static func swapBytes(_ bytes: inout [UInt8], width: Int) {
+        guard width > 1 else { return }
+        var i = 0
+        while i + width <= bytes.count {
+            bytes[i..<(i + width)].reverse()
+            i += width
+        }
+    }
+}
+
+extension TorchDType {
+    /// The Float32 value of an IEEE binary16 bit pattern (exact).
+    @inlinable static func decodeFloat16(_ h: UInt16) -> Float {
+        let sign: Float = h & 0x8000 != 0 ? -1 : 1
+        let exp = Int(h >> 10) & 0x1F
+        let mant = UInt32(h) & 0x3FF
+        switch exp {
+        case 0: return sign * Float(mant) * 0x1p-24
+        case 0x1F: return Float(bitPattern: (UInt32(h & 0x8000) << 16) | 0x7F80_0000 | (mant << 13))
+        default: return Float(bitPattern: (UInt32(h & 0x8000) << 16) | (UInt32(exp + 112) << 23) | (mant << 13))
+        }
+    }
+}
