@@ -24,6 +24,10 @@ public enum Primitive: Sendable {
     case permute([Int])
 
     // MARK: GEMM-based ops (matmul, linear, conv) — cases go here
+    // matmul: inputs [a, b], rank >= 2 each, torch.matmul batch broadcasting.
+    case matmul
+    // linear: inputs [x, weight] or [x, weight, bias]; y = x·Wᵀ + b over the last dim.
+    case linear
 
     // MARK: shape ops, softmax, norms, interpolation, pooling — cases go here
     // Softmax / log-softmax along `dim`: input [x]; fused, closed-form gradient.
@@ -101,6 +105,19 @@ enum Gradients {
             return [Tensor(shape: x[0].shape, data: Kernels.permute(g.data, g.shape, inverse))]
 
         // MARK: GEMM-based ops (matmul, linear, conv) — gradients go here
+        case .matmul:
+            let (ga, gb) = Kernels.matmulBackward(g.data, x[0].data, x[0].shape, x[1].data, x[1].shape,
+                                                  needA: x[0].tracksGradient, needB: x[1].tracksGradient)
+            return [ga.map { Tensor(shape: x[0].shape, data: $0) }, gb.map { Tensor(shape: x[1].shape, data: $0) }]
+        case .linear:
+            let w = x[1], fout = w.shape[0], fin = w.shape[1]
+            let grads = Kernels.linearBackward(g.data, x[0].data, rows: Array(x[0].shape.dropLast()).product, weight: w.data,
+                                               inFeatures: fin, outFeatures: fout, needX: x[0].tracksGradient,
+                                               needW: w.tracksGradient, needBias: x.count > 2 && x[2].tracksGradient)
+            var out: [Tensor?] = [grads.x.map { Tensor(shape: x[0].shape, data: $0) },
+                                  grads.weight.map { Tensor(shape: w.shape, data: $0) }]
+            if x.count > 2 { out.append(grads.bias.map { Tensor(shape: x[2].shape, data: $0) }) }
+            return out
 
         // MARK: shape ops, softmax, norms, interpolation, pooling — gradients go here
         case .softmax(let d), .logSoftmax(let d):

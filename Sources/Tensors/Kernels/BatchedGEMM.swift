@@ -1,0 +1,193 @@
+// Batched matrix products with torch.matmul's batch broadcasting, and nn.Linear, forward and
+// backward, generic over the scalar (Float: our GEMM; Double: the reference GEMM, for
+// finite-difference checks of this very code).
+//
+// Legend: B batch (broadcast dims, flattened), N rows of A and C, K the reduction, M columns
+// of B and C. A is [..., N, K], B is [..., K, M], C is [..., N, M].
+//
+// Determinism: each output matrix is one GEMM (k order). Batches run either one after the
+// other on all threads, or in parallel on one thread each; either way each output element
+// is computed by exactly one thread in the same order. Sums over broadcast batch dims go
+// through `sumToShape` (Double, fixed order) or, when B has no batch dims, through the GEMM's
+// own k order (the batch folded into K).
+
+extension Kernels {
+    /// The shape of torch.matmul(a, b) for inputs of rank >= 2: broadcast batch dims, then [N, M].
+    public static func matmulShape(_ a: [Int], _ b: [Int]) -> [Int] {
+        precondition(a.count >= 2 && b.count >= 2, "matmul: shapes \(a) and \(b) need rank >= 2")
+        precondition(a[a.count - 1] == b[b.count - 2],
+                     "matmul: inner sizes differ: \(a) @ \(b) (\(a[a.count - 1]) vs \(b[b.count - 2]))")
+        let batch = broadcastShape(Array(a.dropLast(2)), Array(b.dropLast(2)), op: "matmul")
+        return batch + [a[a.count - 2], b[b.count - 1]]
+    }
+
+    /// C[batch] = op(A[batch]) · op(B[batch]) for every index of `batch`, with A's and B's batch
+    /// dims broadcast to `batch` (matrix strides 0 on broadcast dims). op(A) is [m, k] (A stored
+    /// [k, m] when `transA`), op(B) is [k, n]. Returns C, [batch..., m, n] contiguous.
+    public static func batchedGEMM<T: BinaryFloatingPoint>(
+        batch: [Int], a: [T], aBatch: [Int], transA: Bool, b: [T], bBatch: [Int], transB: Bool,
+        m: Int, n: Int, k: Int
+    ) -> [T] {
+        let count = batch.product
+        let sa = broadcastStrides(aBatch, to: batch), sb = broadcastStrides(bBatch, to: batch)
+        let aOff = batchOffsets(batch, sa, matrix: m * k), bOff = batchOffsets(batch, sb, matrix: k * n)
+        var c = [T](repeating: 0, count: count * m * n)
+        if count == 0 || m == 0 || n == 0 || k == 0 { return c }
+        let lda = transA ? m : k, ldb = transB ? k : n
+        let flops = 2 * m * n * k
+        // Many small products: one per thread at a time (Float, own backend), else one after the other.
+        let parallelBatches = T.self == Float.self && Backend.current == .own
+            && count > 1 && Parallel.threads > 1 && flops < (1 << 24)
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    if parallelBatches {
+                        floatBatchesInParallel(
+                            count: count, a: UnsafeRawPointer(pa.baseAddress!).assumingMemoryBound(to: Float.self),
+                            aOff: aOff, lda: max(lda, 1), transA: transA,
+                            b: UnsafeRawPointer(pb.baseAddress!).assumingMemoryBound(to: Float.self),
+                            bOff: bOff, ldb: max(ldb, 1), transB: transB,
+                            c: UnsafeMutableRawPointer(pc.baseAddress!).assumingMemoryBound(to: Float.self),
+                            m: m, n: n, k: k)
+                    } else {
+                        for i in 0..<count {
+                            gemmGeneric(transA: transA, transB: transB, m: m, n: n, k: k,
+                                        a: pa.baseAddress! + aOff[i], lda: max(lda, 1),
+                                        b: pb.baseAddress! + bOff[i], ldb: max(ldb, 1),
+                                        c: pc.baseAddress! + i * m * n, ldc: n, accumulate: false)
+                        }
+                    }
+                }
+            }
+        }
+        return c
+    }
+
+    /// The batch loop of `batchedGEMM` over threads, one single-threaded GEMM per batch matrix.
+    static func floatBatchesInParallel(count: Int, a: UnsafePointer<Float>, aOff: [Int], lda: Int, transA: Bool,
+                                       b: UnsafePointer<Float>, bOff: [Int], ldb: Int, transB: Bool,
+                                       c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int) {
+        let ap = SendableConstPointer(a), bp = SendableConstPointer(b), cp = SendablePointer(c)
+        Parallel.forEach(count, grain: max(1, (1 << 20) / max(2 * m * n * k, 1))) { i in
+            Kernels.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: ap + aOff[i], lda: lda,
+                         b: bp + bOff[i], ldb: ldb, c: cp + i * m * n, ldc: n, accumulate: false, threads: 1)
+        }
+    }
+
+    /// Element offsets of each batch matrix (row-major over `batch`), given matrix strides.
+    static func batchOffsets(_ batch: [Int], _ strides: [Int], matrix: Int) -> [Int] {
+        let count = batch.product
+        var out = [Int](repeating: 0, count: count)
+        var idx = [Int](repeating: 0, count: batch.count)
+        for i in 0..<count {
+            var o = 0
+            for d in 0..<batch.count { o += idx[d] * strides[d] }
+            out[i] = o * matrix
+            var d = batch.count - 1
+            while d >= 0 {
+                idx[d] += 1
+                if idx[d] < batch[d] { break }
+                idx[d] = 0
+                d -= 1
+            }
+        }
+        return out
+    }
+
+    /// torch.matmul for rank >= 2 inputs: a [..., N, K] @ b [..., K, M] -> [batch..., N, M].
+    public static func matmul<T: BinaryFloatingPoint>(_ a: [T], _ aShape: [Int], _ b: [T], _ bShape: [Int]) -> [T] {
+        let outShape = matmulShape(aShape, bShape)
+        let r = outShape.count
+        let n = outShape[r - 2], m = outShape[r - 1], k = aShape[aShape.count - 1]
+        let batch = Array(outShape.dropLast(2))
+        if bShape.count == 2 {
+            // B shared by every batch: one GEMM with the batch folded into the rows.
+            return batchedGEMM(batch: [], a: a, aBatch: [], transA: false, b: b, bBatch: [], transB: false,
+                               m: batch.product * n, n: m, k: k)
+        }
+        return batchedGEMM(batch: batch, a: a, aBatch: Array(aShape.dropLast(2)), transA: false,
+                           b: b, bBatch: Array(bShape.dropLast(2)), transB: false, m: n, n: m, k: k)
+    }
+
+    /// Gradients of `matmul` given g = dL/dC: (dL/dA, dL/dB), each nil when not asked for.
+    /// dA = g · Bᵀ, dB = Aᵀ · g, summed over the dims each input was broadcast along.
+    public static func matmulBackward<T: BinaryFloatingPoint>(
+        _ g: [T], _ a: [T], _ aShape: [Int], _ b: [T], _ bShape: [Int], needA: Bool, needB: Bool
+    ) -> ([T]?, [T]?) {
+        let outShape = matmulShape(aShape, bShape)
+        let r = outShape.count
+        let n = outShape[r - 2], m = outShape[r - 1], k = aShape[aShape.count - 1]
+        let batch = Array(outShape.dropLast(2))
+        let aBatch = Array(aShape.dropLast(2)), bBatch = Array(bShape.dropLast(2))
+        var ga: [T]?, gb: [T]?
+        if bShape.count == 2 {
+            // Batch folded into the rows: A is [B·N, K] (A's batch is the output's), g is [B·N, M].
+            let rows = batch.product * n
+            if needA {
+                ga = batchedGEMM(batch: [], a: g, aBatch: [], transA: false, b: b, bBatch: [], transB: true,
+                                 m: rows, n: k, k: m)
+            }
+            if needB {
+                // dB = Σ_rows Aᵀ g: one GEMM whose reduction runs over all B·N rows in order.
+                gb = batchedGEMM(batch: [], a: a, aBatch: [], transA: true, b: g, bBatch: [], transB: false,
+                                 m: k, n: m, k: rows)
+            }
+            return (ga, gb)
+        }
+        if needA {
+            let full = batchedGEMM(batch: batch, a: g, aBatch: batch, transA: false, b: b, bBatch: bBatch,
+                                   transB: true, m: n, n: k, k: m)
+            ga = sumToShape(full, batch + [n, k], aShape)
+        }
+        if needB {
+            let full = batchedGEMM(batch: batch, a: a, aBatch: aBatch, transA: true, b: g, bBatch: batch,
+                                   transB: false, m: k, n: m, k: n)
+            gb = sumToShape(full, batch + [k, m], bShape)
+        }
+        return (ga, gb)
+    }
+
+    /// nn.Linear on `rows` vectors: y[rows, out] = x[rows, in] · Wᵀ + bias, W [out, in].
+    /// Each y[r, o] is bias[o] (or 0) plus the products in input order (FMA).
+    public static func linear<T: BinaryFloatingPoint>(_ x: [T], rows: Int, weight w: [T], bias: [T]?,
+                                                      inFeatures fin: Int, outFeatures fout: Int) -> [T] {
+        var y = [T](repeating: 0, count: rows * fout)
+        if let bias {
+            for r in 0..<rows { for o in 0..<fout { y[r * fout + o] = bias[o] } }
+        }
+        if rows == 0 || fout == 0 || fin == 0 { return y }
+        x.withUnsafeBufferPointer { px in
+            w.withUnsafeBufferPointer { pw in
+                y.withUnsafeMutableBufferPointer { py in
+                    gemmGeneric(transA: false, transB: true, m: rows, n: fout, k: fin,
+                                a: px.baseAddress!, lda: max(fin, 1), b: pw.baseAddress!, ldb: max(fin, 1),
+                                c: py.baseAddress!, ldc: fout, accumulate: bias != nil)
+                }
+            }
+        }
+        return y
+    }
+
+    /// Gradients of `linear` given g [rows, out]: dx = g · W [rows, in], dW = gᵀ · x [out, in],
+    /// dbias[o] = Σ_r g[r, o] (Double, row order). Each nil when not asked for.
+    public static func linearBackward<T: BinaryFloatingPoint>(
+        _ g: [T], _ x: [T], rows: Int, weight w: [T], inFeatures fin: Int, outFeatures fout: Int,
+        needX: Bool, needW: Bool, needBias: Bool
+    ) -> (x: [T]?, weight: [T]?, bias: [T]?) {
+        var gx: [T]?, gw: [T]?, gbias: [T]?
+        if needX {
+            gx = batchedGEMM(batch: [], a: g, aBatch: [], transA: false, b: w, bBatch: [], transB: false,
+                             m: rows, n: fin, k: fout)
+        }
+        if needW {
+            gw = batchedGEMM(batch: [], a: g, aBatch: [], transA: true, b: x, bBatch: [], transB: false,
+                             m: fout, n: fin, k: rows)
+        }
+        if needBias {
+            var acc = [Double](repeating: 0, count: fout)
+            for r in 0..<rows { for o in 0..<fout { acc[o] += Double(g[r * fout + o]) } }
+            gbias = acc.map { T($0) }
+        }
+        return (gx, gw, gbias)
+    }
+}

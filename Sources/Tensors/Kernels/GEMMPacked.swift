@@ -1,0 +1,495 @@
+// Our packed SIMD GEMM, the `Backend.own` path of `Kernels.gemm`, and its two variants that
+// the convolutions use (B read through an index map, A read through an index map).
+//
+// Legend: C[M, N] (+)= A[M, K] · B[K, N]. MR × NR is the register tile: MR = 6 rows by
+// NR = 2 vectors of W floats (W = 16 with AVX-512, 8 with AVX2: `FLMM_SIMD_FLOATS`, which
+// follows the build's `-target-cpu`). KC, MC, NC are the cache blocks (BLIS's loop order):
+//
+//   for jc in N by NC:                 (thread's column range)
+//     for pc in K by KC:               pack B[pc, jc] into KC×NR panels (L2)
+//       for ic in M by MC:             pack A[ic, pc] into MR×KC panels (L2)
+//         for jr in NC by NR:          B micro-panel stays in L1
+//           for ir in MC by MR:        micro-kernel: 12 vector accumulators, FMA per k
+//
+// Determinism: the micro-kernel keeps one accumulator per C element and adds the products in
+// k order with FMA (`addingProduct`), starting from 0 when pc == 0 and the call does not
+// accumulate, else from the value stored in C (the exact partial sum). Threads split whole
+// column (or row) panels of C, never k. So every element has the bits of `gemmReference`.
+
+import CBLAS
+
+/// The packed GEMM and its variants. All sizes in elements.
+enum GEMMPacked {
+    static let mr = 6
+    static let kc = 256
+    static let mc = 144
+    static let nc = 512
+    /// Fewest flops worth a second thread.
+    static let minFlopsPerThread = 1 << 21
+
+    /// SIMD width of the build (floats per vector).
+    static var simdFloats: Int { Int(FLMM_SIMD_FLOATS) }
+
+    // MARK: entry points (dispatch on the build's SIMD width)
+
+    static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+                     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
+                     width: Int = simdFloats) {
+        let src = StridedB(b: b, ldb: ldb, trans: transB)
+        switch width {
+        case 16: driver(SIMD16<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        case 8: driver(SIMD8<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
+                       c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        default: driver(SIMD4<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        }
+    }
+
+    /// C (+)= A · B with B(p, j) = base[rowOff[p] + colOff[j]] (a convolution's im2col matrix,
+    /// never materialised). A is [m, k] (or [k, m] when `transA`).
+    static func gemmMappedB(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transA: Bool,
+                            base: UnsafePointer<Float>, rowOff: UnsafePointer<Int>, colOff: UnsafePointer<Int>,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
+                            width: Int = simdFloats) {
+        if m == 0 || n == 0 { return }
+        let src = MappedB(base: base, rowOff: rowOff, colOff: colOff)
+        switch width {
+        case 16: driver(SIMD16<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        case 8: driver(SIMD8<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
+                       c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        default: driver(SIMD4<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        }
+    }
+
+    /// C (+)= A · B with A(i, p) = base[rowOff[i] + colOff[p]] (read in place, not packed) and
+    /// B [k, n] (or [n, k] when `transB`).
+    static func gemmMappedA(m: Int, n: Int, k: Int,
+                            base: UnsafePointer<Float>, rowOff: UnsafePointer<Int>, colOff: UnsafePointer<Int>,
+                            b: UnsafePointer<Float>, ldb: Int, transB: Bool,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
+                            width: Int = simdFloats) {
+        if m == 0 || n == 0 { return }
+        switch width {
+        case 16: mappedADriver(SIMD16<Float>.self, m: m, n: n, k: k, base: base, rowOff: rowOff, colOff: colOff,
+                               b: b, ldb: ldb, transB: transB, c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        case 8: mappedADriver(SIMD8<Float>.self, m: m, n: n, k: k, base: base, rowOff: rowOff, colOff: colOff,
+                              b: b, ldb: ldb, transB: transB, c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        default: mappedADriver(SIMD4<Float>.self, m: m, n: n, k: k, base: base, rowOff: rowOff, colOff: colOff,
+                               b: b, ldb: ldb, transB: transB, c: c, ldc: ldc, accumulate: accumulate, threads: threads)
+        }
+    }
+
+    // MARK: helpers
+
+    /// 64-byte aligned scratch of `count` floats.
+    static func scratch(_ count: Int) -> UnsafeMutablePointer<Float> {
+        UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: max(count, 1))
+    }
+
+    /// Sets C[m, n] to zero (a GEMM with k = 0 that does not accumulate).
+    static func zero(_ c: UnsafeMutablePointer<Float>, m: Int, n: Int, ldc: Int) {
+        for i in 0..<m { (c + i * ldc).update(repeating: 0, count: n) }
+    }
+
+    /// Runs `body` over `0..<units` in contiguous chunks on up to `threads` threads, each chunk
+    /// worth at least `grain` units.
+    static func chunks(_ units: Int, grain: Int, threads: Int, _ body: @Sendable (Range<Int>) -> Void) {
+        if threads <= 1 || units <= grain {
+            body(0..<units)
+        } else {
+            Parallel.forEachChunk(units, grain: grain, body)
+        }
+    }
+
+    // MARK: packing
+
+    /// Packs A[i0 ..< i0+mc, p0 ..< p0+kc] as ceil(mc/MR) panels; panel r holds, for each p,
+    /// MR consecutive floats (rows i0 + r·MR ..< +MR, zeros past mc).
+    static func packA(_ dst: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, lda: Int, trans: Bool,
+                      i0: Int, mc: Int, p0: Int, kc: Int) {
+        var panel = dst
+        var i = i0
+        while i < i0 + mc {
+            let h = min(mr, i0 + mc - i)
+            if trans {
+                // A(i, p) = a[p·lda + i]: each p gives h consecutive floats.
+                for p in 0..<kc {
+                    let src = a + (p0 + p) * lda + i
+                    let d = panel + p * mr
+                    for r in 0..<h { d[r] = src[r] }
+                    for r in h..<mr { d[r] = 0 }
+                }
+            } else if h == mr {
+                let s0 = a + i * lda + p0, s1 = s0 + lda, s2 = s1 + lda, s3 = s2 + lda, s4 = s3 + lda, s5 = s4 + lda
+                for p in 0..<kc {
+                    let d = panel + p * mr
+                    d[0] = s0[p]; d[1] = s1[p]; d[2] = s2[p]; d[3] = s3[p]; d[4] = s4[p]; d[5] = s5[p]
+                }
+            } else {
+                for p in 0..<kc {
+                    let d = panel + p * mr
+                    for r in 0..<h { d[r] = a[(i + r) * lda + p0 + p] }
+                    for r in h..<mr { d[r] = 0 }
+                }
+            }
+            panel += mr * kc
+            i += mr
+        }
+    }
+
+    // MARK: driver for packed A and a packed B source
+
+    static func driver<V: SIMD & SendableMetatype, B: PanelSourceB>(
+        _ v: V.Type, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transA: Bool, b: B,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int
+    ) where V.Scalar == Float {
+        if m == 0 || n == 0 { return }
+        if k == 0 {
+            if !accumulate { zero(c, m: m, n: n, ldc: ldc) }
+            return
+        }
+        let nr = 2 * V.scalarCount
+        // Split the longer side of C into whole panels; each thread packs what it needs.
+        let splitColumns = n >= m
+        let units = splitColumns ? (n + nr - 1) / nr : (m + mr - 1) / mr
+        let flopsPerUnit = 2 * k * (splitColumns ? m * nr : n * mr)
+        let grain = max(1, minFlopsPerThread / max(flopsPerUnit, 1))
+        let ap = SendableConstPointer(a), cp = SendablePointer(c)
+        chunks(units, grain: grain, threads: threads) { r in
+            if splitColumns {
+                let j0 = r.lowerBound * nr, j1 = min(n, r.upperBound * nr)
+                serial(V.self, i0: 0, i1: m, j0: j0, j1: j1, k: k, a: ap.base, lda: lda, transA: transA, b: b,
+                       c: cp.base, ldc: ldc, accumulate: accumulate)
+            } else {
+                let i0 = r.lowerBound * mr, i1 = min(m, r.upperBound * mr)
+                serial(V.self, i0: i0, i1: i1, j0: 0, j1: n, k: k, a: ap.base, lda: lda, transA: transA, b: b,
+                       c: cp.base, ldc: ldc, accumulate: accumulate)
+            }
+        }
+    }
+
+    /// One thread's block C[i0..<i1, j0..<j1].
+    static func serial<V: SIMD, B: PanelSourceB>(
+        _ v: V.Type, i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, transA: Bool, b: B,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+    ) where V.Scalar == Float {
+        let nr = 2 * V.scalarCount
+        let kcMax = min(kc, k)
+        let mcMax = min(mc, (i1 - i0 + mr - 1) / mr * mr)
+        let ncMax = min(nc, (j1 - j0 + nr - 1) / nr * nr)
+        let aPack = scratch(mcMax * kcMax), bPack = scratch(kcMax * ncMax), tile = scratch(mr * nr)
+        defer { aPack.deallocate(); bPack.deallocate(); tile.deallocate() }
+        tile.initialize(repeating: 0, count: mr * nr)
+
+        var jc = j0
+        while jc < j1 {
+            let ncb = min(nc, j1 - jc)
+            var pc = 0
+            while pc < k {
+                let kcb = min(kc, k - pc)
+                b.pack(v, into: bPack, p0: pc, kc: kcb, j0: jc, nc: ncb)
+                let load = accumulate || pc > 0
+                var ic = i0
+                while ic < i1 {
+                    let mcb = min(mc, i1 - ic)
+                    packA(aPack, a: a, lda: lda, trans: transA, i0: ic, mc: mcb, p0: pc, kc: kcb)
+                    var jr = 0
+                    while jr < ncb {
+                        let w = min(nr, ncb - jr)
+                        let bPanel = bPack + (jr / nr) * kcb * nr
+                        var ir = 0
+                        while ir < mcb {
+                            let h = min(mr, mcb - ir)
+                            let aPanel = aPack + (ir / mr) * kcb * mr
+                            let cTile = c + (ic + ir) * ldc + jc + jr
+                            if h == mr && w == nr {
+                                microKernel(v, kcb, aPanel, bPanel, cTile, ldc, load)
+                            } else {
+                                if load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
+                                microKernel(v, kcb, aPanel, bPanel, tile, nr, load)
+                                copyTile(from: tile, nr, to: cTile, ldc, h, w)
+                            }
+                            ir += mr
+                        }
+                        jr += nr
+                    }
+                    ic += mcb
+                }
+                pc += kcb
+            }
+            jc += ncb
+        }
+    }
+
+    /// Copies an h × w block between row-major buffers with row strides `ls` and `ld`.
+    @inline(__always)
+    static func copyTile(from s: UnsafePointer<Float>, _ ls: Int, to d: UnsafeMutablePointer<Float>, _ ld: Int,
+                         _ h: Int, _ w: Int) {
+        for r in 0..<h { (d + r * ld).update(from: s + r * ls, count: w) }
+    }
+
+    /// The 6 × 2W register tile: C[0..<6, 0..<2W] (+)= Σ_p a[p·6 + r] · b[p·2W + j], p in order.
+    /// `a`, `b` are packed panels (64-byte aligned); `c` any row stride.
+    @inline(never)
+    static func microKernel<V: SIMD>(_ v: V.Type, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
+    where V.Scalar == Float {
+        let w = V.scalarCount
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+        if load {
+            let r = UnsafeRawPointer(c), s = ldc * 4, o = w * 4
+            c00 = r.loadUnaligned(as: V.self); c01 = r.loadUnaligned(fromByteOffset: o, as: V.self)
+            c10 = r.loadUnaligned(fromByteOffset: s, as: V.self); c11 = r.loadUnaligned(fromByteOffset: s + o, as: V.self)
+            c20 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c21 = r.loadUnaligned(fromByteOffset: 2 * s + o, as: V.self)
+            c30 = r.loadUnaligned(fromByteOffset: 3 * s, as: V.self); c31 = r.loadUnaligned(fromByteOffset: 3 * s + o, as: V.self)
+            c40 = r.loadUnaligned(fromByteOffset: 4 * s, as: V.self); c41 = r.loadUnaligned(fromByteOffset: 4 * s + o, as: V.self)
+            c50 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self); c51 = r.loadUnaligned(fromByteOffset: 5 * s + o, as: V.self)
+        }
+        var pa = a
+        var pb = UnsafeRawPointer(b)
+        let step = 2 * w * 4
+        for _ in 0..<kc {
+            let b0 = pb.load(as: V.self), b1 = pb.load(fromByteOffset: w * 4, as: V.self)
+            var x = V(repeating: pa[0])
+            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+            x = V(repeating: pa[1])
+            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+            x = V(repeating: pa[2])
+            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+            x = V(repeating: pa[3])
+            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            x = V(repeating: pa[4])
+            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+            x = V(repeating: pa[5])
+            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            pa += 6
+            pb += step
+        }
+        let r = UnsafeMutableRawPointer(c), s = ldc * 4, o = w * 4
+        r.storeBytes(of: c00, as: V.self); r.storeBytes(of: c01, toByteOffset: o, as: V.self)
+        r.storeBytes(of: c10, toByteOffset: s, as: V.self); r.storeBytes(of: c11, toByteOffset: s + o, as: V.self)
+        r.storeBytes(of: c20, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c21, toByteOffset: 2 * s + o, as: V.self)
+        r.storeBytes(of: c30, toByteOffset: 3 * s, as: V.self); r.storeBytes(of: c31, toByteOffset: 3 * s + o, as: V.self)
+        r.storeBytes(of: c40, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c41, toByteOffset: 4 * s + o, as: V.self)
+        r.storeBytes(of: c50, toByteOffset: 5 * s, as: V.self); r.storeBytes(of: c51, toByteOffset: 5 * s + o, as: V.self)
+    }
+
+    // MARK: driver for A read through an index map (no A packing)
+
+    static func mappedADriver<V: SIMD & SendableMetatype>(
+        _ v: V.Type, m: Int, n: Int, k: Int,
+        base: UnsafePointer<Float>, rowOff: UnsafePointer<Int>, colOff: UnsafePointer<Int>,
+        b: UnsafePointer<Float>, ldb: Int, transB: Bool,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int
+    ) where V.Scalar == Float {
+        if k == 0 {
+            if !accumulate { zero(c, m: m, n: n, ldc: ldc) }
+            return
+        }
+        let nr = 2 * V.scalarCount
+        let panels = (n + nr - 1) / nr
+        // B is packed once, whole (k × panels·NR), and shared read-only by the threads.
+        let bPack = scratch(k * panels * nr)
+        defer { bPack.deallocate() }
+        let bSrc = StridedB(b: b, ldb: ldb, trans: transB)
+        var pc = 0
+        while pc < k {
+            // Panel q of block pc starts at q·k·NR + pc·NR: each panel is k consecutive rows.
+            let kcb = min(kc, k - pc)
+            for q in 0..<panels {
+                bSrc.pack(v, into: bPack + q * k * nr + pc * nr, p0: pc, kc: kcb,
+                          j0: q * nr, nc: min(nr, n - q * nr))
+            }
+            pc += kcb
+        }
+        let units = (m + mr - 1) / mr
+        let grain = max(1, minFlopsPerThread / max(2 * k * n * mr, 1))
+        let bp = SendableConstPointer(UnsafePointer(bPack)), cp = SendablePointer(c)
+        let basep = SendableConstPointer(base), rp = SendableConstPointer(rowOff), cop = SendableConstPointer(colOff)
+        chunks(units, grain: grain, threads: threads) { r in
+            let tile = scratch(mr * nr)
+            defer { tile.deallocate() }
+            tile.initialize(repeating: 0, count: mr * nr)
+            var pc = 0
+            while pc < k {
+                let kcb = min(kc, k - pc)
+                let load = accumulate || pc > 0
+                for u in r {
+                    let i = u * mr, h = min(mr, m - i)
+                    // Rows past m repeat row i (valid memory); their results are dropped.
+                    let r0 = basep.base + rp.base[i]
+                    let r1 = h > 1 ? basep.base + rp.base[i + 1] : r0
+                    let r2 = h > 2 ? basep.base + rp.base[i + 2] : r0
+                    let r3 = h > 3 ? basep.base + rp.base[i + 3] : r0
+                    let r4 = h > 4 ? basep.base + rp.base[i + 4] : r0
+                    let r5 = h > 5 ? basep.base + rp.base[i + 5] : r0
+                    for q in 0..<panels {
+                        let w = min(nr, n - q * nr)
+                        let bPanel = bp.base + q * k * nr + pc * nr
+                        let cTile = cp.base + i * ldc + q * nr
+                        if h == mr && w == nr {
+                            mappedAKernel(V.self, kcb, r0, r1, r2, r3, r4, r5,
+                                          cop.base + pc, bPanel, cTile, ldc, load)
+                        } else {
+                            if load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
+                            mappedAKernel(V.self, kcb, r0, r1, r2, r3, r4, r5,
+                                          cop.base + pc, bPanel, tile, nr, load)
+                            copyTile(from: tile, nr, to: cTile, ldc, h, w)
+                        }
+                    }
+                }
+                pc += kcb
+            }
+        }
+    }
+
+    /// The 6 × 2W register tile with A(r, p) = rowR[colOff[p]]: same sums as `microKernel`.
+    @inline(never)
+    static func mappedAKernel<V: SIMD>(_ v: V.Type, _ kc: Int,
+                                       _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, _ r2: UnsafePointer<Float>,
+                                       _ r3: UnsafePointer<Float>, _ r4: UnsafePointer<Float>, _ r5: UnsafePointer<Float>,
+                                       _ colOff: UnsafePointer<Int>, _ b: UnsafePointer<Float>,
+                                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
+    where V.Scalar == Float {
+        let w = V.scalarCount
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+        if load {
+            let r = UnsafeRawPointer(c), s = ldc * 4, o = w * 4
+            c00 = r.loadUnaligned(as: V.self); c01 = r.loadUnaligned(fromByteOffset: o, as: V.self)
+            c10 = r.loadUnaligned(fromByteOffset: s, as: V.self); c11 = r.loadUnaligned(fromByteOffset: s + o, as: V.self)
+            c20 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c21 = r.loadUnaligned(fromByteOffset: 2 * s + o, as: V.self)
+            c30 = r.loadUnaligned(fromByteOffset: 3 * s, as: V.self); c31 = r.loadUnaligned(fromByteOffset: 3 * s + o, as: V.self)
+            c40 = r.loadUnaligned(fromByteOffset: 4 * s, as: V.self); c41 = r.loadUnaligned(fromByteOffset: 4 * s + o, as: V.self)
+            c50 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self); c51 = r.loadUnaligned(fromByteOffset: 5 * s + o, as: V.self)
+        }
+        var pb = UnsafeRawPointer(b)
+        let step = 2 * w * 4
+        for p in 0..<kc {
+            let o = colOff[p]
+            let b0 = pb.load(as: V.self), b1 = pb.load(fromByteOffset: w * 4, as: V.self)
+            var x = V(repeating: r0[o])
+            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+            x = V(repeating: r1[o])
+            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+            x = V(repeating: r2[o])
+            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+            x = V(repeating: r3[o])
+            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            x = V(repeating: r4[o])
+            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+            x = V(repeating: r5[o])
+            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            pb += step
+        }
+        let r = UnsafeMutableRawPointer(c), s = ldc * 4, o = w * 4
+        r.storeBytes(of: c00, as: V.self); r.storeBytes(of: c01, toByteOffset: o, as: V.self)
+        r.storeBytes(of: c10, toByteOffset: s, as: V.self); r.storeBytes(of: c11, toByteOffset: s + o, as: V.self)
+        r.storeBytes(of: c20, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c21, toByteOffset: 2 * s + o, as: V.self)
+        r.storeBytes(of: c30, toByteOffset: 3 * s, as: V.self); r.storeBytes(of: c31, toByteOffset: 3 * s + o, as: V.self)
+        r.storeBytes(of: c40, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c41, toByteOffset: 4 * s + o, as: V.self)
+        r.storeBytes(of: c50, toByteOffset: 5 * s, as: V.self); r.storeBytes(of: c51, toByteOffset: 5 * s + o, as: V.self)
+    }
+}
+
+// MARK: B panel sources
+
+/// Something that packs a block of B into the micro-kernel's panel layout.
+protocol PanelSourceB: Sendable {
+    /// Packs B[p0 ..< p0+kc, j0 ..< j0+nc] as ceil(nc/NR) panels of kc × NR floats
+    /// (NR = 2 · V.scalarCount), panel q holding columns j0 + q·NR ..< +NR, zeros past nc.
+    func pack<V: SIMD>(_ v: V.Type, into dst: UnsafeMutablePointer<Float>, p0: Int, kc: Int, j0: Int, nc: Int)
+    where V.Scalar == Float
+}
+
+/// B as a row-major matrix [k, n] with row stride `ldb`, or its transpose ([n, k]) when `trans`.
+struct StridedB: PanelSourceB, @unchecked Sendable {
+    let b: UnsafePointer<Float>
+    let ldb: Int
+    let trans: Bool
+
+    func pack<V: SIMD>(_ v: V.Type, into dst: UnsafeMutablePointer<Float>, p0: Int, kc: Int, j0: Int, nc: Int)
+    where V.Scalar == Float {
+        let w = V.scalarCount, nr = 2 * w
+        var panel = dst
+        var j = j0
+        while j < j0 + nc {
+            let width = min(nr, j0 + nc - j)
+            if trans {
+                // B(p, j) = b[j·ldb + p]: read each column contiguously.
+                for jj in 0..<width {
+                    let src = b + (j + jj) * ldb + p0
+                    for p in 0..<kc { panel[p * nr + jj] = src[p] }
+                }
+                if width < nr {
+                    for p in 0..<kc { (panel + p * nr + width).update(repeating: 0, count: nr - width) }
+                }
+            } else if width == nr {
+                var src = UnsafeRawPointer(b + p0 * ldb + j)
+                let d = UnsafeMutableRawPointer(panel)
+                for p in 0..<kc {
+                    d.storeBytes(of: src.loadUnaligned(as: V.self), toByteOffset: p * nr * 4, as: V.self)
+                    d.storeBytes(of: src.loadUnaligned(fromByteOffset: w * 4, as: V.self),
+                                 toByteOffset: p * nr * 4 + w * 4, as: V.self)
+                    src += ldb * 4
+                }
+            } else {
+                for p in 0..<kc {
+                    let d = panel + p * nr
+                    d.update(from: b + (p0 + p) * ldb + j, count: width)
+                    (d + width).update(repeating: 0, count: nr - width)
+                }
+            }
+            panel += kc * nr
+            j += nr
+        }
+    }
+}
+
+/// B(p, j) = base[rowOff[p] + colOff[j]]: a convolution's im2col matrix read from the (padded)
+/// input. Runs of W columns with consecutive offsets are copied as vectors.
+struct MappedB: PanelSourceB, @unchecked Sendable {
+    let base: UnsafePointer<Float>
+    let rowOff: UnsafePointer<Int>
+    let colOff: UnsafePointer<Int>
+
+    func pack<V: SIMD>(_ v: V.Type, into dst: UnsafeMutablePointer<Float>, p0: Int, kc: Int, j0: Int, nc: Int)
+    where V.Scalar == Float {
+        let w = V.scalarCount, nr = 2 * w
+        var panel = dst
+        var j = j0
+        while j < j0 + nc {
+            let width = min(nr, j0 + nc - j)
+            // Each half (W columns) is either a contiguous run of the input or gathered.
+            let run0 = width >= w && colOff[j + w - 1] - colOff[j] == w - 1
+            let run1 = width == nr && colOff[j + nr - 1] - colOff[j + w] == w - 1
+            let d = UnsafeMutableRawPointer(panel)
+            for p in 0..<kc {
+                let row = base + rowOff[p0 + p]
+                let dp = panel + p * nr
+                if run0 {
+                    d.storeBytes(of: UnsafeRawPointer(row + colOff[j]).loadUnaligned(as: V.self),
+                                 toByteOffset: p * nr * 4, as: V.self)
+                } else {
+                    for t in 0..<min(w, width) { dp[t] = row[colOff[j + t]] }
+                }
+                if run1 {
+                    d.storeBytes(of: UnsafeRawPointer(row + colOff[j + w]).loadUnaligned(as: V.self),
+                                 toByteOffset: p * nr * 4 + w * 4, as: V.self)
+                } else {
+                    for t in min(w, width)..<width { dp[t] = row[colOff[j + t]] }
+                }
+                if width < nr { (dp + width).update(repeating: 0, count: nr - width) }
+            }
+            panel += kc * nr
+            j += nr
+        }
+    }
+}

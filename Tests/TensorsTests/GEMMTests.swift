@@ -1,0 +1,175 @@
+import XCTest
+import Tensors
+
+/// Our packed GEMM against the naive reference: bitwise, for odd shapes, transposes,
+/// accumulation, padded leading dimensions, every SIMD width, and 1 vs 2 threads.
+final class GEMMTests: XCTestCase {
+    /// Random normal floats from a fixed Philox stream.
+    static func randn(_ count: Int, seed: UInt64) -> [Float] {
+        var rng = PhiloxRNG(seed: seed)
+        return (0..<count).map { _ in rng.nextNormal() }
+    }
+
+    static func bits(_ x: [Float]) -> [UInt32] { x.map(\.bitPattern) }
+
+    /// Runs one GEMM with our kernels (given width) and the reference; returns (ours, reference).
+    static func run(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, accumulate: Bool,
+                    padA: Int = 0, padB: Int = 0, padC: Int = 0, width: Int? = nil, threads: Int = 1,
+                    seed: UInt64 = 1, reference: Bool = true) -> ([Float], [Float]) {
+        let lda = max(transA ? m : k, 1) + padA, ldb = max(transB ? k : n, 1) + padB, ldc = max(n, 1) + padC
+        let a = randn(max((transA ? k : m) * lda, 1), seed: seed)
+        let b = randn(max((transB ? n : k) * ldb, 1), seed: seed + 1)
+        let c0 = randn(max(m * ldc, 1), seed: seed + 2)
+        var ours = c0, ref = c0
+        ours.withUnsafeMutableBufferPointer { c in
+            if let width {
+                Kernels.gemmPacked(width: width, transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda,
+                                   b: b, ldb: ldb, c: c.baseAddress!, ldc: ldc, accumulate: accumulate, threads: threads)
+            } else {
+                Kernels.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                             c: c.baseAddress!, ldc: ldc, accumulate: accumulate, threads: threads)
+            }
+        }
+        if !reference { return (ours, []) }
+        ref.withUnsafeMutableBufferPointer { c in
+            Kernels.gemmReference(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                                  c: c.baseAddress!, ldc: ldc, accumulate: accumulate)
+        }
+        return (ours, ref)
+    }
+
+    static let shapes: [(Int, Int, Int)] = [
+        (1, 1, 1), (1, 37, 5), (5, 1, 9), (6, 32, 8), (7, 33, 3), (13, 65, 17), (1, 100, 300),
+        (150, 70, 260), (31, 47, 513), (145, 31, 2), (12, 530, 7), (6, 16, 1), (2, 3, 0),
+    ]
+
+    func testBitwiseEqualToReferenceOddShapes() {
+        var cases = 0
+        for (m, n, k) in Self.shapes {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    for accumulate in [false, true] {
+                        let (ours, ref) = Self.run(m: m, n: n, k: k, transA: transA, transB: transB,
+                                                   accumulate: accumulate, seed: UInt64(m * 1000 + n + k))
+                        XCTAssertEqual(Self.bits(ours), Self.bits(ref),
+                                       "m \(m) n \(n) k \(k) transA \(transA) transB \(transB) acc \(accumulate)")
+                        cases += 1
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(cases, Self.shapes.count * 8)
+    }
+
+    func testPaddedLeadingDimensions() {
+        for (m, n, k) in [(7, 45, 19), (20, 33, 300)] {
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    let (ours, ref) = Self.run(m: m, n: n, k: k, transA: transA, transB: transB, accumulate: true,
+                                               padA: 3, padB: 5, padC: 2)
+                    XCTAssertEqual(Self.bits(ours), Self.bits(ref), "lda>k: m \(m) n \(n) k \(k) \(transA) \(transB)")
+                }
+            }
+        }
+    }
+
+    /// The narrower kernels of AVX2 / SSE machines give the same bits (they run here too).
+    func testEverySIMDWidthBitwiseEqual() {
+        for width in [16, 8, 4] {
+            for (m, n, k) in [(13, 65, 17), (150, 70, 260), (1, 9, 3)] {
+                for transA in [false, true] {
+                    let (ours, ref) = Self.run(m: m, n: n, k: k, transA: transA, transB: !transA, accumulate: transA,
+                                               width: width)
+                    XCTAssertEqual(Self.bits(ours), Self.bits(ref), "width \(width) m \(m) n \(n) k \(k)")
+                }
+            }
+        }
+    }
+
+    /// Splitting columns (n >= m) and rows (m > n) over 2 threads gives the 1-thread bits.
+    func testBitwiseEqualAcrossThreadCounts() {
+        for (m, n, k) in [(96, 400, 200), (400, 96, 200), (257, 255, 129)] {
+            for transB in [false, true] {
+                let (one, ref) = Self.run(m: m, n: n, k: k, transA: false, transB: transB, accumulate: false,
+                                          threads: 1, reference: !transB)
+                let (two, _) = Self.run(m: m, n: n, k: k, transA: false, transB: transB, accumulate: false,
+                                        threads: 2, reference: false)
+                XCTAssertEqual(Self.bits(one), Self.bits(two), "threads 1 vs 2: m \(m) n \(n) k \(k)")
+                if !transB { XCTAssertEqual(Self.bits(one), Self.bits(ref), "vs reference: m \(m) n \(n) k \(k)") }
+            }
+        }
+    }
+
+    /// A hand-computed product, including k = 0 without accumulation (C becomes 0).
+    func testSmallHandComputed() {
+        let a: [Float] = [1, 2, 3, 4, 5, 6]          // [2, 3]
+        let b: [Float] = [7, 8, 9, 10, 11, 12]       // [3, 2]
+        var c = [Float](repeating: -1, count: 4)
+        Kernels.gemm(transA: false, transB: false, m: 2, n: 2, k: 3, a: a, lda: 3, b: b, ldb: 2,
+                     c: &c, ldc: 2, accumulate: false)
+        XCTAssertEqual(c, [58, 64, 139, 154])
+        Kernels.gemm(transA: false, transB: false, m: 2, n: 2, k: 3, a: a, lda: 3, b: b, ldb: 2,
+                     c: &c, ldc: 2, accumulate: true)
+        XCTAssertEqual(c, [116, 128, 278, 308])
+        Kernels.gemm(transA: false, transB: false, m: 2, n: 2, k: 0, a: a, lda: 3, b: b, ldb: 2,
+                     c: &c, ldc: 2, accumulate: false)
+        XCTAssertEqual(c, [0, 0, 0, 0])
+    }
+
+    /// The index-mapped variants (used by the convolutions) against their references.
+    func testMappedVariantsBitwiseEqualToReference() {
+        let baseCount = 5000
+        let base = Self.randn(baseCount, seed: 9)
+        for (m, n, k) in [(7, 70, 300), (64, 33, 40), (1, 5, 3)] {
+            var rng = PhiloxRNG(seed: UInt64(m + n + k))
+            let rowOff = (0..<max(m, k)).map { _ in Int(rng.nextUInt32() % 2000) }
+            let colOff = (0..<max(n, k)).map { _ in Int(rng.nextUInt32() % 3000) }
+            let a = Self.randn(m * k, seed: 3), b = Self.randn(k * n, seed: 4)
+            for threads in [1, 2] {
+                var ours = Self.randn(m * n, seed: 5), ref = ours
+                Kernels.gemmMappedB(m: m, n: n, k: k, a: a, lda: k, transA: false, base: base, rowOff: rowOff,
+                                    colOff: colOff, c: &ours, ldc: n, accumulate: true, threads: threads)
+                Kernels.gemmMappedBReference(m: m, n: n, k: k, a: a, lda: k, transA: false, base: base,
+                                             rowOff: rowOff, colOff: colOff, c: &ref, ldc: n, accumulate: true)
+                XCTAssertEqual(Self.bits(ours), Self.bits(ref), "mappedB m \(m) n \(n) k \(k)")
+
+                var ours2 = [Float](repeating: 0, count: m * n), ref2 = ours2
+                Kernels.gemmMappedA(m: m, n: n, k: k, base: base, rowOff: rowOff, colOff: colOff, b: b, ldb: n,
+                                    transB: false, c: &ours2, ldc: n, accumulate: false, threads: threads)
+                Kernels.gemmMappedAReference(m: m, n: n, k: k, base: base, rowOff: rowOff, colOff: colOff, b: b,
+                                             ldb: n, transB: false, c: &ref2, ldc: n, accumulate: false)
+                XCTAssertEqual(Self.bits(ours2), Self.bits(ref2), "mappedA m \(m) n \(n) k \(k)")
+            }
+        }
+    }
+
+    /// Contiguous runs of the mapped B (a stride-1 convolution's rows) take the vector copy path.
+    func testMappedBContiguousRuns() {
+        let w = 40, rows = 50
+        let base = Self.randn(w * rows + 64, seed: 11)
+        let k = 30, n = 2 * w
+        let rowOff = (0..<k).map { $0 * w }
+        let colOff = (0..<n).map { ($0 / w) * (w + 3) + $0 % w }   // two runs of 40 with a gap
+        let a = Self.randn(9 * k, seed: 12)
+        var ours = [Float](repeating: 0, count: 9 * n), ref = ours
+        Kernels.gemmMappedB(m: 9, n: n, k: k, a: a, lda: k, transA: false, base: base, rowOff: rowOff,
+                            colOff: colOff, c: &ours, ldc: n, accumulate: false)
+        Kernels.gemmMappedBReference(m: 9, n: n, k: k, a: a, lda: k, transA: false, base: base, rowOff: rowOff,
+                                     colOff: colOff, c: &ref, ldc: n, accumulate: false)
+        XCTAssertEqual(Self.bits(ours), Self.bits(ref))
+    }
+
+    /// The OpenBLAS backend computes the same product (to rounding); `Backend.current` routes it.
+    func testOpenBLASBackendAgrees() {
+        let saved = Backend.current
+        defer { Backend.current = saved }
+        Backend.current = .openblas
+        let (blas, ref) = Self.run(m: 37, n: 29, k: 41, transA: true, transB: false, accumulate: true, threads: 2)
+        var num = 0.0, den = 0.0
+        for (x, y) in zip(blas, ref) { num += Double(x - y) * Double(x - y); den += Double(y) * Double(y) }
+        let rel = (num / den).squareRoot()
+        print("GEMMTests: OpenBLAS (\(Backend.openblasCoreName)) vs reference rel err \(rel)")
+        XCTAssertLessThan(rel, 1e-6)
+        XCTAssertGreaterThan(den, 0)
+    }
+}
