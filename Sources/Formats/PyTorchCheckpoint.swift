@@ -70,58 +70,9 @@ public struct PyTorchCheckpointError: Error, Equatable, Sendable, CustomStringCo
 
 /// A state dict read from a `.pth` file: tensors in the file's (insertion) order.
 public struct PyTorchCheckpoint: Sendable {
-    /// One tensor: name, element type, shape and contiguous little-endian row-major bytes.
-    public struct Entry: Sendable, Equatable {
-        public let name: String
-        public let dtype: TorchDType
-        public let shape: [Int]
-        public let bytes: [UInt8]
-
-        public init(name: String, dtype: TorchDType, shape: [Int], bytes: [UInt8]) {
-            precondition(bytes.count == shape.product * dtype.byteSize,
-                         "PyTorchCheckpoint.Entry: \(bytes.count) bytes for \(dtype) \(shape)")
-            self.name = name
-            self.dtype = dtype
-            self.shape = shape
-            self.bytes = bytes
-        }
-
-        /// Values as Float32 (exact for float32, float16, bfloat16); nil for int64.
-        public func floats() -> [Float]? {
-            let n = shape.product
-            switch dtype {
-            case .float32:
-                return [Float](unsafeUninitializedCapacity: n) { out, count in
-                    bytes.withUnsafeBytes { raw in
-                        for i in 0..<n { out[i] = Float(bitPattern: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).littleEndian) }
-                    }
-                    count = n
-                }
-            case .float16, .bfloat16:
-                let half = dtype == .float16
-                return [Float](unsafeUninitializedCapacity: n) { out, count in
-                    bytes.withUnsafeBytes { raw in
-                        for i in 0..<n {
-                            let h = raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self).littleEndian
-                            out[i] = half ? TorchDType.decodeFloat16(h) : Float(bitPattern: UInt32(h) << 16)
-                        }
-                    }
-                    count = n
-                }
-            case .int64:
-                return nil
-            }
-        }
-
-        /// Values as Int64; nil for floating-point dtypes.
-        public func int64s() -> [Int64]? {
-            guard dtype == .int64 else { return nil }
-            let n = shape.product
-            return bytes.withUnsafeBytes { raw in
-                (0..<n).map { Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)) }
-            }
-        }
-    }
+    /// One tensor: name, dtype (F32, F16, BF16 or I64), shape and contiguous little-endian
+    /// row-major bytes, exactly as a safetensors file stores it.
+    public typealias Entry = SafeTensorsEntry
 
     /// The path of the file read.
     public let file: String
@@ -276,7 +227,8 @@ public struct PyTorchCheckpoint: Sendable {
                             file: String) throws(PyTorchCheckpointError) -> Entry {
         let es = ref.storage.dtype.byteSize
         let n = ref.shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
-        if n == 0 { return Entry(name: name, dtype: ref.storage.dtype, shape: ref.shape, bytes: []) }
+        let dtype = ref.storage.dtype.safeTensorsDType
+        if n == 0 { return Entry(name: name, dtype: dtype, shape: ref.shape, bytes: []) }
         // Last element index of the view; the view needs storage elements 0...last.
         var last = ref.storageOffset
         for (s, st) in zip(ref.shape, ref.stride) {
@@ -295,8 +247,7 @@ public struct PyTorchCheckpoint: Sendable {
         let isContiguous = zip(zip(ref.shape, ref.stride), contiguous).allSatisfy { $0.0.0 <= 1 || $0.0.1 == $0.1 }
         if isContiguous {
             let start = ref.storageOffset * es
-            return Entry(name: name, dtype: ref.storage.dtype, shape: ref.shape,
-                         bytes: Array(storage[start..<(start + n * es)]))
+            return Entry(name: name, dtype: dtype, shape: ref.shape, bytes: Array(storage[start..<(start + n * es)]))
         }
         var out = [UInt8](repeating: 0, count: n * es)
         let rank = ref.shape.count
@@ -319,7 +270,7 @@ public struct PyTorchCheckpoint: Sendable {
                 }
             }
         }
-        return Entry(name: name, dtype: ref.storage.dtype, shape: ref.shape, bytes: out)
+        return Entry(name: name, dtype: dtype, shape: ref.shape, bytes: out)
     }
 
     static func swapBytes(_ bytes: inout [UInt8], width: Int) {
@@ -333,15 +284,13 @@ public struct PyTorchCheckpoint: Sendable {
 }
 
 extension TorchDType {
-    /// The Float32 value of an IEEE binary16 bit pattern (exact).
-    @inlinable static func decodeFloat16(_ h: UInt16) -> Float {
-        let sign: Float = h & 0x8000 != 0 ? -1 : 1
-        let exp = Int(h >> 10) & 0x1F
-        let mant = UInt32(h) & 0x3FF
-        switch exp {
-        case 0: return sign * Float(mant) * 0x1p-24
-        case 0x1F: return Float(bitPattern: (UInt32(h & 0x8000) << 16) | 0x7F80_0000 | (mant << 13))
-        default: return Float(bitPattern: (UInt32(h & 0x8000) << 16) | (UInt32(exp + 112) << 23) | (mant << 13))
+    /// The safetensors name of this element type.
+    public var safeTensorsDType: SafeTensorsDType {
+        switch self {
+        case .float32: return .F32
+        case .float16: return .F16
+        case .bfloat16: return .BF16
+        case .int64: return .I64
         }
     }
 }

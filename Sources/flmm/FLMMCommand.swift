@@ -7,6 +7,7 @@ struct FLMMCommand: ParsableCommand {
         abstract: "F-LMM in Swift: golden checks, checkpoints, caches, experiments.",
         subcommands: [
             VerifyGolden.self,
+            Checkpoint.self,
         ]
     )
 }

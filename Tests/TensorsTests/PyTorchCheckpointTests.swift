@@ -74,7 +74,7 @@ final class PyTorchCheckpointTests: XCTestCase {
         XCTAssertEqual(ck.names.first, "image_encoder.pos_embed")
         XCTAssertEqual(ck.names[1], "image_encoder.patch_embed.proj.weight")
         XCTAssertEqual(ck.names.last, "mask_decoder.iou_prediction_head.layers.2.bias")
-        XCTAssertTrue(ck.entries.allSatisfy { $0.dtype == .float32 })
+        XCTAssertTrue(ck.entries.allSatisfy { $0.dtype == .F32 })
         XCTAssertEqual(ck["image_encoder.pos_embed"]?.shape, [1, 8, 8, 32])
         XCTAssertEqual(ck["image_encoder.patch_embed.proj.weight"]?.shape, [32, 3, 8, 8])
         XCTAssertEqual(ck["mask_decoder.iou_prediction_head.layers.2.weight"]?.shape, [4, 32])
@@ -86,6 +86,44 @@ final class PyTorchCheckpointTests: XCTestCase {
         XCTAssertEqual(bias.shape, [32])
         XCTAssertEqual(Array(bias.data.prefix(4)),
                        [-0.024373093619942665, 0.06490916758775711, -0.04909881576895714, 0.00034371460787951946])
+    }
+
+    /// The .pth and its safetensors twin (written by the golden generator from the same state
+    /// dict) hold the same keys, dtypes, shapes and bytes.
+    func testTinyCheckpointEqualsSafetensorsTwinBitForBit() throws {
+        let ck = try PyTorchCheckpoint.read(Self.tinyPath)
+        let twin = try SafeTensors.read(testGoldenFile("checkpoint_tiny_sam.safetensors"))
+        XCTAssertEqual(Set(ck.names), Set(twin.names))
+        XCTAssertEqual(ck.names.count, twin.names.count)
+        for e in ck.entries {
+            XCTAssertEqual(e, twin[e.name], e.name)
+        }
+        // Decoded: the Float32 tensors are equal too.
+        let a = ck.floatTensors, b = twin.floatTensors
+        for (k, t) in b { XCTAssertEqual(a[k]?.data, t.data, k) }
+    }
+
+    func testConvertKeepsKeysAndBytes() throws {
+        let out = tmp.appendingPathComponent("converted.safetensors")
+        XCTAssertEqual(try WeightFile.convert(Self.tinyPath, to: out), 174)
+        let converted = try SafeTensors.read(out)
+        let twin = try SafeTensors.read(testGoldenFile("checkpoint_tiny_sam.safetensors"))
+        XCTAssertEqual(converted.entries, twin.entries)
+        XCTAssertEqual(converted.metadata["format"], "pt")
+        // Reading either kind through WeightFile: the .pth in state-dict order, safetensors sorted.
+        let (f1, e1) = try WeightFile.read(Self.tinyPath)
+        let (f2, e2) = try WeightFile.read(out)
+        XCTAssertEqual(f1, .pytorch)
+        XCTAssertEqual(f2, .safetensors)
+        XCTAssertEqual(e1.first?.name, "image_encoder.pos_embed")
+        XCTAssertEqual(e1.sorted { $0.name < $1.name }, e2)
+        // A bad input converts to nothing and names the input.
+        let bad = tmp.appendingPathComponent("bad.pth")
+        try Data(try Data(contentsOf: Self.tinyPath).prefix(5000)).write(to: bad)
+        XCTAssertThrowsError(try WeightFile.convert(bad, to: tmp.appendingPathComponent("never.safetensors"))) {
+            XCTAssertTrue("\($0)".hasPrefix(bad.path), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp.appendingPathComponent("never.safetensors").path))
     }
 
     // MARK: hand-built pickles: other dtypes, strided views
@@ -118,9 +156,9 @@ final class PyTorchCheckpointTests: XCTestCase {
                                 ("m/data/4", [])], name: "dtypes.pth")
         let ck = try PyTorchCheckpoint.read(url)
         XCTAssertEqual(ck.names, ["half", "bf16", "long", "t", "row1", "bcast", "empty"])
-        XCTAssertEqual(ck["half"]?.dtype, .float16)
+        XCTAssertEqual(ck["half"]?.dtype, .F16)
         XCTAssertEqual(ck["half"]?.floats(), [1.5, -0.25])
-        XCTAssertEqual(ck["bf16"]?.dtype, .bfloat16)
+        XCTAssertEqual(ck["bf16"]?.dtype, .BF16)
         XCTAssertEqual(ck["bf16"]?.floats(), [3, -2])
         XCTAssertEqual(ck["long"]?.int64s(), [-5, 7, 1 << 40])
         XCTAssertNil(ck["long"]?.floats())
