@@ -33,18 +33,53 @@ public struct AttentionSegment: Sendable, Equatable {
     }
 }
 
-/// One map of a layout: its grid (where the segments land).
+/// A bilinear resize (`F.interpolate(mode='bilinear', align_corners=False)`) of a map.
+public enum AttentionMapResize: Sendable, Equatable {
+    /// Every token's map is scaled by an integer factor before the merge
+    /// (MGM-HD's global map: `F.interpolate(scale_factor=image_grid)`, then the merge).
+    case beforeMerge(scaleFactor: Int)
+    /// The merged map is resized to a size (LLaVA-NeXT's coarse map → the fine grid).
+    case afterMerge(height: Int, width: Int)
+}
+
+/// One map of a layout: its grid (where the segments land) and an optional resize.
 public struct AttentionMapGeometry: Sendable, Equatable {
     public var height: Int
     public var width: Int
+    public var resize: AttentionMapResize?
 
-    public init(height: Int, width: Int) {
+    public init(height: Int, width: Int, resize: AttentionMapResize? = nil) {
         self.height = height
         self.width = width
+        self.resize = resize
     }
 
-    /// Size stacked into the output.
-    public var outputSize: (height: Int, width: Int) { (height, width) }
+    /// Size stacked into the output (after the resize).
+    public var outputSize: (height: Int, width: Int) {
+        switch resize {
+        case nil: return (height, width)
+        case .beforeMerge(let s)?: return (height * s, width * s)
+        case .afterMerge(let h, let w)?: return (h, w)
+        }
+    }
+
+    /// The fused op's description of this map, reading `cellColumns`.
+    func plan(cellColumns: [Int]) -> PhraseMapPlan.Map {
+        func bilinear(_ inSize: Int, _ outSize: Int, _ scale: Double?) -> InterpolationAxis {
+            .linear(inSize: inSize, outSize: outSize, scale: scale, alignCorners: false)
+        }
+        switch resize {
+        case nil:
+            return PhraseMapPlan.Map(height: height, width: width, cellColumns: cellColumns)
+        case .beforeMerge(let s)?:
+            let r = InterpolationPlan(mode: .bilinear, h: bilinear(height, height * s, Double(s)),
+                                      w: bilinear(width, width * s, Double(s)))
+            return PhraseMapPlan.Map(height: height, width: width, cellColumns: cellColumns, beforeMerge: r)
+        case .afterMerge(let h, let w)?:
+            let r = InterpolationPlan(mode: .bilinear, h: bilinear(height, h, nil), w: bilinear(width, w, nil))
+            return PhraseMapPlan.Map(height: height, width: width, cellColumns: cellColumns, afterMerge: r)
+        }
+    }
 }
 
 /// A frozen LMM's image-token layout.
@@ -193,4 +228,94 @@ public struct HPTLayout: AttentionLayout {
     public var maps: [AttentionMapGeometry] { [AttentionMapGeometry(height: grid, width: grid)] }
     public var segments: [AttentionSegment] { [AttentionSegment(start: 0, rows: grid, cols: grid)] }
     public var channelOrder: PhraseMapChannelOrder { .mapMajor }
+}
+
+/// LLaVA-NeXT (anyres, F-LMM's frozen_llava_next.py). Image columns are
+/// `[coarse g_h×g_w][fine: H_f rows of (W_f + 1) tokens, the last of each row a newline]`:
+/// the coarse grid is the base image's (pixel size // patch: 336 / 14 = 24), the fine grid
+/// (H_f, W_f) is the unpadded anyres grid the model reports (`image_feature_shapes`).
+/// Each phrase is merged on both grids; the merged coarse map is then resized bilinearly to
+/// H_f×W_f, and the channels are all coarse (layer-major), then all fine: 2·L·NH. (F-LMM also
+/// passes the fine map through a same-size bilinear resize, which is the identity.)
+public struct LlavaNextLayout: AttentionLayout {
+    public let imageTokenID: Int
+    public let coarseHeight: Int, coarseWidth: Int
+    public let fineHeight: Int, fineWidth: Int
+
+    public init(imageTokenID: Int = 32000, coarseHeight: Int = 24, coarseWidth: Int = 24, fineHeight: Int, fineWidth: Int) {
+        precondition(coarseHeight > 0 && coarseWidth > 0 && fineHeight > 0 && fineWidth > 0,
+                     "LlavaNextLayout: coarse \(coarseHeight)×\(coarseWidth), fine \(fineHeight)×\(fineWidth)")
+        self.imageTokenID = imageTokenID
+        self.coarseHeight = coarseHeight
+        self.coarseWidth = coarseWidth
+        self.fineHeight = fineHeight
+        self.fineWidth = fineWidth
+    }
+
+    public var name: String { "LLaVA-NeXT \(coarseHeight)×\(coarseWidth) + \(fineHeight)×\(fineWidth)" }
+    public var imageTokenCount: Int { coarseHeight * coarseWidth + fineHeight * (fineWidth + 1) }
+    public var maps: [AttentionMapGeometry] {
+        [AttentionMapGeometry(height: coarseHeight, width: coarseWidth, resize: .afterMerge(height: fineHeight, width: fineWidth)),
+         AttentionMapGeometry(height: fineHeight, width: fineWidth)]
+    }
+    public var segments: [AttentionSegment] {
+        [AttentionSegment(map: 0, start: 0, rows: coarseHeight, cols: coarseWidth),
+         AttentionSegment(map: 1, start: coarseHeight * coarseWidth, rows: fineHeight, cols: fineWidth,
+                          rowStride: fineWidth + 1)]
+    }
+    public var channelOrder: PhraseMapChannelOrder { .mapMajor }
+}
+
+/// Mini-Gemini (F-LMM's frozen_mgm.py `_process_attention`), CLIP grid h×w (336 / 14 = 24):
+/// * `imageGrid` 1 (MGM-2B/7B): one h×w map, L·NH channels;
+/// * `imageGrid` g ≥ 2 with `imageGlobal` (MGM-HD): image columns `[global h·w][crop(0,0)]
+///   [crop(0,1)]…` (crops row-major, each h×w row-major), crops stitched into a g·h × g·w map;
+///   each token's global map is scaled ×g bilinearly before the merge; channels interleaved per
+///   layer: [NH global, NH HD] for layer 0, then layer 1, …: 2·L·NH;
+/// * `imageGrid` g ≥ 2 without `imageGlobal`: the stitched crops only, L·NH channels.
+public struct MGMLayout: AttentionLayout {
+    public let imageTokenID: Int
+    public let clipHeight: Int, clipWidth: Int
+    public let imageGrid: Int
+    public let imageGlobal: Bool
+
+    public init(imageTokenID: Int, clipHeight: Int = 24, clipWidth: Int = 24, imageGrid: Int = 1, imageGlobal: Bool = false) {
+        precondition(clipHeight > 0 && clipWidth > 0 && imageGrid >= 1,
+                     "MGMLayout: clip \(clipHeight)×\(clipWidth), image grid \(imageGrid)")
+        self.imageTokenID = imageTokenID
+        self.clipHeight = clipHeight
+        self.clipWidth = clipWidth
+        self.imageGrid = imageGrid
+        self.imageGlobal = imageGlobal && imageGrid > 1
+    }
+
+    /// MGM-HD: 2×2 crops plus the global image.
+    public static func hd(imageTokenID: Int) -> MGMLayout {
+        MGMLayout(imageTokenID: imageTokenID, imageGrid: 2, imageGlobal: true)
+    }
+
+    var single: Int { clipHeight * clipWidth }
+    public var name: String {
+        imageGrid == 1 ? "MGM \(clipHeight)×\(clipWidth)"
+            : "MGM-HD \(imageGrid)×\(imageGrid) crops of \(clipHeight)×\(clipWidth)\(imageGlobal ? " + global" : "")"
+    }
+    public var imageTokenCount: Int { (imageGrid * imageGrid + (imageGlobal ? 1 : 0)) * single }
+    public var maps: [AttentionMapGeometry] {
+        let hd = AttentionMapGeometry(height: imageGrid * clipHeight, width: imageGrid * clipWidth)
+        guard imageGlobal else { return [hd] }
+        return [AttentionMapGeometry(height: clipHeight, width: clipWidth, resize: .beforeMerge(scaleFactor: imageGrid)), hd]
+    }
+    public var segments: [AttentionSegment] {
+        if imageGrid == 1 { return [AttentionSegment(start: 0, rows: clipHeight, cols: clipWidth)] }
+        let first = imageGlobal ? single : 0, hdMap = imageGlobal ? 1 : 0
+        var out = imageGlobal ? [AttentionSegment(map: 0, start: 0, rows: clipHeight, cols: clipWidth)] : []
+        for gr in 0..<imageGrid {
+            for gc in 0..<imageGrid {
+                out.append(AttentionSegment(map: hdMap, start: first + (gr * imageGrid + gc) * single,
+                                            rows: clipHeight, cols: clipWidth, r0: gr * clipHeight, c0: gc * clipWidth))
+            }
+        }
+        return out
+    }
+    public var channelOrder: PhraseMapChannelOrder { .layerMajor }
 }

@@ -107,9 +107,7 @@ public enum AttentionMaps {
         let rows = try phraseRows(maskIDs: rowMaskIDs, numMasks: numMasks)
         let tables = try layout.cellColumns()
         try checkFinite(a, rows: rows.flatMap { $0 }, imageColumns: imageColumns)
-        let maps = zip(layout.maps, tables).map { g, t in
-            PhraseMapPlan.Map(height: g.height, width: g.width, cellColumns: t.map { imageColumns[$0] })
-        }
+        let maps = zip(layout.maps, tables).map { g, t in g.plan(cellColumns: t.map { imageColumns[$0] }) }
         let plan = PhraseMapPlan(rowsPerPhrase: rows, maps: maps, merge: merge, channelOrder: layout.channelOrder)
         return a.phraseMaps(plan)
     }

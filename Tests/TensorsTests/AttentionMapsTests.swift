@@ -225,4 +225,114 @@ final class AttentionMapsTests: XCTestCase {
         XCTAssertEqual(mapMajor.data, [0, 10, 1, 11])      // [map0 l0, map0 l1, map1 l0, map1 l1]
         XCTAssertEqual(layerMajor.data, [0, 1, 10, 11])    // [l0 map0, l0 map1, l1 map0, l1 map1]
     }
+
+    // MARK: two-map layouts
+
+    /// Attention over [1 prefix][image tokens][2 text tokens of mask 0].
+    private func oneTextToken(layout: some AttentionLayout, layers: Int, heads: Int,
+                              _ entries: [(layer: Int, head: Int, row: Int, image: Int, value: Float)],
+                              merge: PhraseMerge = .max) throws -> Tensor {
+        let n = layout.imageTokenCount, seq = 1 + n + 2
+        var a = HandAttention(layers: layers, heads: heads, seq: seq)
+        for e in entries { a.set(layer: e.layer, head: e.head, row: 1 + n + e.row, col: 1 + e.image, e.value) }
+        let ids = [5] + [Int](repeating: layout.imageTokenID, count: n) + [6, 7]
+        let masks = [Int](repeating: -1, count: 1 + n) + [0, 0]
+        return try AttentionMaps.extract(attentions: a.tensor, inputIDs: ids, maskIDs: masks, numMasks: 1,
+                                         layout: layout, merge: merge)
+    }
+
+    func testLlavaNextFineMapSkipsNewlinesAndComesSecond() throws {
+        // Coarse 2×2 (4 tokens), fine 2×3 stored as 2 rows of 3 + newline (8 tokens).
+        let layout = LlavaNextLayout(imageTokenID: 9, coarseHeight: 2, coarseWidth: 2, fineHeight: 2, fineWidth: 3)
+        XCTAssertEqual(layout.imageTokenCount, 12)
+        // Fine row 1, column 2 = image token 4 + 1·4 + 2 = 10; head 1 → fine channel L·NH + 1 = 3.
+        let maps = try oneTextToken(layout: layout, layers: 1, heads: 2, [(0, 1, 0, 10, 1)])
+        XCTAssertEqual(maps.shape, [1, 4, 2, 3])
+        assertOneHot(maps, n: 0, c: 3, y: 1, x: 2)
+        for c in 0..<3 { XCTAssertEqual(maps.sum([2, 3]).data[c], 0) }
+        // The newline tokens (image tokens 7 and 11) land nowhere.
+        let newline = try oneTextToken(layout: layout, layers: 1, heads: 2, [(0, 0, 0, 7, 1), (0, 1, 1, 11, 1)])
+        XCTAssertEqual(newline.data, [Float](repeating: 0, count: 24))
+    }
+
+    func testLlavaNextCoarseMapIsResizedAfterTheMerge() throws {
+        let layout = LlavaNextLayout(imageTokenID: 9, coarseHeight: 2, coarseWidth: 2, fineHeight: 2, fineWidth: 3)
+        // Coarse cell (0, 0) = image token 0, head 0 → channel 0. Bilinear 2×2 → 2×3 by size:
+        // rows unchanged; columns read src = (x + 0.5)·2/3 − 0.5 → x0: col 0, x1: ½·col 0 + ½·col 1, x2: col 1.
+        let maps = try oneTextToken(layout: layout, layers: 1, heads: 2, [(0, 0, 0, 0, 1)])
+        XCTAssertEqual(Array(maps.data[0..<6]), [1, 0.5, 0, 0, 0, 0])
+        XCTAssertEqual(Array(maps.data[6..<24]), [Float](repeating: 0, count: 18))
+        // Max merges first, then resizes: tokens lighting coarse (0, 0) and (0, 1) give a merged
+        // row [1, 1] → [1, 1, 1] (a resize per token, then max, would give [1, ½, 1]).
+        let both = try oneTextToken(layout: layout, layers: 1, heads: 2, [(0, 0, 0, 0, 1), (0, 0, 1, 1, 1)])
+        XCTAssertEqual(Array(both.data[0..<3]), [1, 1, 1])
+    }
+
+    func testMGMHDStitchesCropsAndInterleavesLayers() throws {
+        // Clip 2×2, 2×2 crops + global: 4 + 16 image tokens; maps 4×4; 2 layers × 1 head.
+        let layout = MGMLayout(imageTokenID: 9, clipHeight: 2, clipWidth: 2, imageGrid: 2, imageGlobal: true)
+        XCTAssertEqual(layout.imageTokenCount, 20)
+        // Crop (1, 0), cell (0, 1) = image token 4 + 2·4 + 1 = 13 → HD map (2, 1); layer 1 → channel 1·2 + 1 = 3.
+        let maps = try oneTextToken(layout: layout, layers: 2, heads: 1, [(1, 0, 0, 13, 1)])
+        XCTAssertEqual(maps.shape, [1, 4, 4, 4])
+        assertOneHot(maps, n: 0, c: 3, y: 2, x: 1)
+        for c in 0..<3 { XCTAssertEqual(maps.sum([2, 3]).data[c], 0) }
+        // Global cell (1, 1) = image token 3 at layer 0 → channel 0, scaled ×2 (ratio ½): each
+        // axis reads [0, ¼, ¾, 1] of the lit index.
+        let global = try oneTextToken(layout: layout, layers: 2, heads: 1, [(0, 0, 1, 3, 1)])
+        let w: [Float] = [0, 0.25, 0.75, 1]
+        XCTAssertEqual(Array(global.data[0..<16]), w.flatMap { y in w.map { y * $0 } })
+    }
+
+    func testMGMHDResizesEachTokenBeforeTheMerge() throws {
+        let layout = MGMLayout(imageTokenID: 9, clipHeight: 2, clipWidth: 2, imageGrid: 2, imageGlobal: true)
+        // Token 0 lights global (0, 0), token 1 global (0, 1). Per token, row 0 becomes
+        // [1, ¾, ¼, 0] and [0, ¼, ¾, 1]; the max is [1, ¾, ¾, 1] (merge-then-resize would give 1s).
+        let maps = try oneTextToken(layout: layout, layers: 1, heads: 1, [(0, 0, 0, 0, 1), (0, 0, 1, 1, 1)])
+        XCTAssertEqual(Array(maps.data[0..<4]), [1, 0.75, 0.75, 1])
+        // Mean: the average of the two resized maps.
+        let mean = try oneTextToken(layout: layout, layers: 1, heads: 1, [(0, 0, 0, 0, 1), (0, 0, 1, 1, 1)], merge: .mean)
+        XCTAssertEqual(Array(mean.data[0..<4]), [0.5, 0.5, 0.5, 0.5])
+    }
+
+    func testMGMSingleAndCropOnlyLayouts() throws {
+        let single = MGMLayout(imageTokenID: 9, clipHeight: 2, clipWidth: 3)
+        XCTAssertEqual(single.imageTokenCount, 6)
+        assertOneHot(try oneTextToken(layout: single, layers: 1, heads: 1, [(0, 0, 0, 4, 1)]), n: 0, c: 0, y: 1, x: 1)
+        let crops = MGMLayout(imageTokenID: 9, clipHeight: 2, clipWidth: 2, imageGrid: 2, imageGlobal: false)
+        XCTAssertEqual(crops.imageTokenCount, 16)
+        XCTAssertEqual(crops.maps.count, 1)
+        // Crop (0, 1), cell (1, 0) = image token 4 + 2 → map (1, 2).
+        assertOneHot(try oneTextToken(layout: crops, layers: 1, heads: 1, [(0, 0, 1, 6, 1)]), n: 0, c: 0, y: 1, x: 2)
+    }
+
+    func testPhraseMapsWithResizesByFiniteDifferences() {
+        let (l, h, r, k) = (2, 1, 5, 12)
+        var rng = PhiloxRNG(seed: 5)
+        let a = (0..<(l * h * r * k)).map { _ in Double(rng.nextFloat()) }
+        func axis(_ i: Int, _ o: Int, _ s: Double?) -> InterpolationAxis { .linear(inSize: i, outSize: o, scale: s, alignCorners: false) }
+        let up = InterpolationPlan(mode: .bilinear, h: axis(2, 4, 2), w: axis(2, 4, 2))
+        let resize = InterpolationPlan(mode: .bilinear, h: axis(2, 4, nil), w: axis(3, 4, nil))
+        let maps = [PhraseMapPlan.Map(height: 2, width: 2, cellColumns: [0, 1, 2, 3], beforeMerge: up),
+                    PhraseMapPlan.Map(height: 2, width: 3, cellColumns: [4, 5, 6, 8, 9, 10], afterMerge: resize),
+                    PhraseMapPlan.Map(height: 4, width: 4, cellColumns: (0..<16).map { $0 % 12 })]
+        for merge in PhraseMerge.allCases {
+            let plan = PhraseMapPlan(rowsPerPhrase: [[0, 2, 3], [4]], maps: maps, merge: merge, channelOrder: .layerMajor)
+            let shape = plan.outputShape(layers: l, heads: h)
+            XCTAssertEqual(shape, [2, 6, 4, 4])
+            let g = (0..<shape.product).map { _ in Double(rng.nextFloat()) - 0.5 }
+            func f(_ x: [Double]) -> Double {
+                zip(Kernels.phraseMaps(x, layers: l, heads: h, rows: r, cols: k, plan: plan), g).reduce(0) { $0 + $1.0 * $1.1 }
+            }
+            let analytic = Kernels.phraseMapsBackward(g, a, layers: l, heads: h, rows: r, cols: k, plan: plan)
+            var worst = 0.0
+            for i in a.indices {
+                var p = a, m = a
+                p[i] += 1e-6
+                m[i] -= 1e-6
+                worst = max(worst, abs((f(p) - f(m)) / 2e-6 - analytic[i]))
+            }
+            XCTAssertLessThan(worst, 1e-8, "\(merge)")
+        }
+    }
 }
