@@ -24,4 +24,11 @@ public final class Linear: Module {
         self.bias = bias ? Tensor(repeating: 0, shape: [outFeatures], requiresGrad: true) : nil
         Init.pytorchDefault(weight: weight, bias: self.bias, rng: &rng)
     }
+
+    /// x [..., inFeatures] → [..., outFeatures].
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition(x.rank >= 1 && x.shape[x.rank - 1] == inFeatures,
+                     "Linear(\(inFeatures), \(outFeatures)): input \(x.shape) must end with \(inFeatures)")
+        return linear(x, weight: weight, bias: bias)
+    }
 }
