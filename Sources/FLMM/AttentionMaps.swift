@@ -13,8 +13,8 @@ import Tensors
 
 /// A bad attention input: each case names what was expected.
 public enum AttentionMapError: Error, CustomStringConvertible, Equatable {
-    /// The attention tensor does not have the expected shape.
-    case attentionShape(expected: String, actual: [Int])
+    /// An input tensor (`what`: "attention", "hidden states") does not have the expected shape.
+    case shape(what: String, expected: String, actual: [Int])
     /// `input_ids` / `mask_ids` do not have one entry per attention row.
     case tokenCount(what: String, expected: Int, actual: Int)
     /// The number of image tokens found differs from what the layout needs (h·w, …).
@@ -30,8 +30,8 @@ public enum AttentionMapError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         switch self {
-        case .attentionShape(let e, let a):
-            return "attention maps: expected attention \(e), got shape \(a)"
+        case .shape(let w, let e, let a):
+            return "attention maps: expected \(w) \(e), got shape \(a)"
         case .tokenCount(let w, let e, let a):
             return "attention maps: expected \(e) \(w) (one per attention row), got \(a)"
         case .imageTokenCount(let l, let e, let f):
@@ -56,7 +56,7 @@ public enum AttentionMaps {
     public static func extract(attentions: Tensor, inputIDs: [Int], maskIDs: [Int], numMasks: Int,
                                layout: some AttentionLayout, merge: PhraseMerge) throws -> Tensor {
         guard attentions.rank == 4, attentions.shape[2] == attentions.shape[3] else {
-            throw AttentionMapError.attentionShape(expected: "[L, NH, S, S]", actual: attentions.shape)
+            throw AttentionMapError.shape(what: "attention", expected: "[L, NH, S, S]", actual: attentions.shape)
         }
         let s = attentions.shape[2]
         guard inputIDs.count == s else { throw AttentionMapError.tokenCount(what: "input ids", expected: s, actual: inputIDs.count) }
@@ -74,7 +74,8 @@ public enum AttentionMaps {
     public static func extract(phraseRows: Tensor, rowMaskIDs: [Int], numMasks: Int,
                                layout: some AttentionLayout, merge: PhraseMerge) throws -> Tensor {
         guard phraseRows.rank == 4 else {
-            throw AttentionMapError.attentionShape(expected: "[L, NH, T, \(layout.imageTokenCount)]", actual: phraseRows.shape)
+            throw AttentionMapError.shape(what: "attention", expected: "[L, NH, T, \(layout.imageTokenCount)]",
+                                          actual: phraseRows.shape)
         }
         guard phraseRows.shape[3] == layout.imageTokenCount else {
             throw AttentionMapError.imageTokenCount(layout: layout.name, expected: layout.imageTokenCount, found: phraseRows.shape[3])

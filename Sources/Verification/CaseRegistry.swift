@@ -15,6 +15,10 @@ public enum CaseRegistry {
         r["ops_gelu"] = OpsPointwise.gelu
 
         // MARK: F-LMM grounding head (U-Net, attention pipeline, losses, metrics)
+        r["flmm_attention_pipeline"] = FLMMHeadCases.attentionPipeline
+        r["loss_dice"] = FLMMHeadCases.dice
+        r["loss_bce"] = FLMMHeadCases.bce
+        r["metrics_iou"] = FLMMHeadCases.metrics
 
         // MARK: SAM and the full F-LMM step
 

@@ -1,4 +1,6 @@
 import XCTest
+import NN
+import Verification
 import Tensors
 import FLMM
 
@@ -333,6 +335,39 @@ final class AttentionMapsTests: XCTestCase {
                 worst = max(worst, abs((f(p) - f(m)) / 2e-6 - analytic[i]))
             }
             XCTAssertLessThan(worst, 1e-8, "\(merge)")
+        }
+    }
+
+    /// Runs golden case `name` through the verifier; every tensor must pass the tolerance rule.
+    private func assertGoldenPasses(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let report = try Verifier.verify(file: goldenURL(name))
+        printReport(report)
+        XCTAssertTrue(report.passed, "golden case \(name) failed", file: file, line: line)
+        XCTAssertFalse(report.comparisons.isEmpty, file: file, line: line)
+        XCTAssertEqual(report.extraComputed, [], file: file, line: line)
+    }
+
+    func testGoldenAttentionPipeline() throws { try assertGoldenPasses("flmm_attention_pipeline") }
+
+    func testTextEmbeddingStartsUniformAndProjectsEachPhrase() throws {
+        var rng = PhiloxRNG(seed: 1)
+        let text = TextEmbedding(layers: 4, hiddenSize: 3, embedDim: 2, rng: &rng)
+        XCTAssertEqual(text.namedParameters().map(\.0), ["text_layer_weights", "text_proj.weight", "text_proj.bias"])
+        XCTAssertEqual(text.layerWeights().data, [0.25, 0.25, 0.25, 0.25])
+        // Layer l holds the value l everywhere: the uniform mix is 1.5.
+        let hs = Tensor(shape: [4, 3, 3], data: (0..<36).map { Float($0 / 9) })
+        try text.load(stateDict: ["text_layer_weights": Tensor(shape: [4], data: [0, 0, 0, 0]),
+                                  "text_proj.weight": Tensor(shape: [2, 3], data: [1, 0, 0, 1, 1, 1]),
+                                  "text_proj.bias": Tensor(shape: [2], data: [0, -1])])
+        let (weighted, embeds) = try text(hiddenStates: hs, maskIDs: [1, 0, 1], numMasks: 2)
+        XCTAssertEqual(weighted.data, [Float](repeating: 1.5, count: 9))
+        XCTAssertEqual(embeds.count, 2)
+        XCTAssertEqual(embeds[1].shape, [2, 2])
+        XCTAssertEqual(embeds[1].data, [1.5, 3.5, 1.5, 3.5])   // [x₀, x₀+x₁+x₂−1] per token
+        XCTAssertEqual(embeds[0].shape, [1, 2])
+        // A phrase without tokens is an error, as in the maps.
+        XCTAssertThrowsError(try text(hiddenStates: hs, maskIDs: [1, -1, 1], numMasks: 2)) { e in
+            XCTAssertEqual(e as? AttentionMapError, .emptyPhrase(mask: 0, numMasks: 2))
         }
     }
 }
