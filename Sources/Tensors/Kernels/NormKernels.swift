@@ -61,6 +61,16 @@ public struct NormShape: Sendable, Equatable {
     }
 
     var count: Int { p * c * q }
+
+    /// For the groupings whose statistic is constant along a (p, c) row (not `.channels`):
+    /// statistic = p·perP + ofChannel[c]. Avoids a division per row in the row-wise passes.
+    var rowStats: (perP: Int, ofChannel: [Int]) {
+        switch grouping {
+        case .groups(let g): return (g, (0..<c).map { $0 / (c / g) })
+        case .batch: return (0, Array(0..<c))
+        case .channels: return (0, [Int](repeating: 0, count: c))
+        }
+    }
 }
 
 extension Kernels {
@@ -157,8 +167,8 @@ extension Kernels {
         let wd = weight.map { $0.map { Double($0) } } ?? [Double](repeating: 1, count: s.c)
         let bd = bias.map { $0.map { Double($0) } } ?? [Double](repeating: 0, count: s.c)
         let (C, Q) = (s.c, s.q)
-        let groupSize: Int
-        if case .groups(let g) = s.grouping { groupSize = C / g } else { groupSize = 1 }
+        let (perP, ofChannel) = s.rowStats
+        let perChannelPosition = s.grouping == .channels
         x.withUnsafeBufferPointer { xb in
             y.withUnsafeMutableBufferPointer { yb in
                 let xp = SendableConstPointer(xb.baseAddress!), yp = SendablePointer(yb.baseAddress!)
@@ -168,20 +178,19 @@ extension Kernels {
                             bd.withUnsafeBufferPointer { bb in
                                 let m = SendableConstPointer(meanb.baseAddress!), r = SendableConstPointer(rb.baseAddress!)
                                 let w = SendableConstPointer(wb.baseAddress!), b = SendableConstPointer(bb.baseAddress!)
-                                Parallel.forEach(s.p * C, grain: max(1, 8192 / max(Q, 1))) { row in
-                                    let pi = row / C, ci = row % C
-                                    let xr = xp.base + row * Q, yr = yp.base + row * Q
-                                    let wc = w[ci], bc = b[ci]
-                                    switch s.grouping {
-                                    case .groups(let g):
-                                        let st = pi * g + ci / groupSize
+                                Parallel.forEachChunk(s.p * C, grain: max(1, 8192 / max(Q, 1))) { rows in
+                                    var pi = rows.lowerBound / C, ci = rows.lowerBound % C
+                                    for row in rows {
+                                        defer { ci += 1; if ci == C { ci = 0; pi += 1 } }
+                                        let xr = xp.base + row * Q, yr = yp.base + row * Q
+                                        let wc = w[ci], bc = b[ci]
+                                        if perChannelPosition {
+                                            let ms = m.base + pi * Q, rs = r.base + pi * Q
+                                            for j in 0..<Q { yr[j] = T((Double(xr[j]) - ms[j]) * rs[j] * wc + bc) }
+                                            continue
+                                        }
+                                        let st = pi * perP + ofChannel[ci]
                                         let mm = m[st], a = r[st] * wc
-                                        for j in 0..<Q { yr[j] = T((Double(xr[j]) - mm) * a + bc) }
-                                    case .channels:
-                                        let ms = m.base + pi * Q, rs = r.base + pi * Q
-                                        for j in 0..<Q { yr[j] = T((Double(xr[j]) - ms[j]) * rs[j] * wc + bc) }
-                                    case .batch:
-                                        let mm = m[ci], a = r[ci] * wc
                                         for j in 0..<Q { yr[j] = T((Double(xr[j]) - mm) * a + bc) }
                                     }
                                 }
@@ -231,14 +240,7 @@ extension Kernels {
             let dwp = SendablePointer(dwb.baseAddress!), dbp = SendablePointer(dbb.baseAddress!)
             let sg = SendablePointer(sgb.baseAddress!), sgx = SendablePointer(sgxb.baseAddress!)
 
-            // Statistic index and x̂ of element j of row (pi, ci).
-            @Sendable @inline(__always) func stat(_ pi: Int, _ ci: Int, _ j: Int) -> Int {
-                switch s.grouping {
-                case .groups(let gg): return pi * gg + ci / groupSize
-                case .channels: return pi * Q + j
-                case .batch: return ci
-                }
-            }
+            let (perP, ofChannel) = s.rowStats
 
             // 1. dWeight, dBias: each block of channels summed by one task in (p, q) order.
             let CB = normChannelBlock, nb = (C + CB - 1) / CB
@@ -249,11 +251,21 @@ extension Kernels {
                     for ci in c0..<c1 {
                         let o = (pi * C + ci) * Q
                         var sw = 0.0, sb = 0.0
-                        for j in 0..<Q {
-                            let st = stat(pi, ci, j)
-                            let gv = Double(gp[o + j])
-                            sw += gv * ((Double(xp[o + j]) - m[st]) * r[st])
-                            sb += gv
+                        if case .channels = s.grouping {
+                            let ms = m.base + pi * Q, rs = r.base + pi * Q
+                            for j in 0..<Q {
+                                let gv = Double(gp[o + j])
+                                sw += gv * ((Double(xp[o + j]) - ms[j]) * rs[j])
+                                sb += gv
+                            }
+                        } else {
+                            let st = pi * perP + ofChannel[ci]
+                            let mm = m[st], rr = r[st]
+                            for j in 0..<Q {
+                                let gv = Double(gp[o + j])
+                                sw += gv * ((Double(xp[o + j]) - mm) * rr)
+                                sb += gv
+                            }
                         }
                         aw[ci - c0] += sw
                         ab[ci - c0] += sb
@@ -323,19 +335,35 @@ extension Kernels {
             }
 
             // 3. dx, row by row.
-            Parallel.forEach(P * C, grain: max(1, 8192 / max(Q, 1))) { row in
-                let pi = row / C, ci = row % C, o = row * Q, wc = w[ci]
-                if statsConstant {
-                    for j in 0..<Q {
-                        let st = stat(pi, ci, j)
-                        dxp[o + j] = T(r[st] * (Double(gp[o + j]) * wc))
+            Parallel.forEachChunk(P * C, grain: max(1, 8192 / max(Q, 1))) { rows in
+                var pi = rows.lowerBound / C, ci = rows.lowerBound % C
+                for row in rows {
+                    defer { ci += 1; if ci == C { ci = 0; pi += 1 } }
+                    let o = row * Q, wc = w[ci]
+                    if case .channels = s.grouping {
+                        let base = pi * Q
+                        for j in 0..<Q {
+                            let st = base + j
+                            let gh = Double(gp[o + j]) * wc
+                            if statsConstant {
+                                dxp[o + j] = T(r[st] * gh)
+                            } else {
+                                let xh = (Double(xp[o + j]) - m[st]) * r[st]
+                                dxp[o + j] = T(r[st] * (gh - sg[st] * invM - xh * sgx[st] * invM))
+                            }
+                        }
+                        continue
                     }
-                } else {
-                    for j in 0..<Q {
-                        let st = stat(pi, ci, j)
-                        let xh = (Double(xp[o + j]) - m[st]) * r[st]
-                        let gh = Double(gp[o + j]) * wc
-                        dxp[o + j] = T(r[st] * (gh - sg[st] * invM - xh * sgx[st] * invM))
+                    let st = pi * perP + ofChannel[ci]
+                    let mm = m[st], rr = r[st]
+                    if statsConstant {
+                        for j in 0..<Q { dxp[o + j] = T(rr * (Double(gp[o + j]) * wc)) }
+                    } else {
+                        let a = sg[st] * invM, bb = sgx[st] * invM
+                        for j in 0..<Q {
+                            let xh = (Double(xp[o + j]) - mm) * rr
+                            dxp[o + j] = T(rr * (Double(gp[o + j]) * wc - a - xh * bb))
+                        }
                     }
                 }
             }
