@@ -13,6 +13,16 @@ public enum CaseRegistry {
         r["ops_relu"] = OpsPointwise.relu
         r["ops_sigmoid"] = OpsPointwise.sigmoid
         r["ops_gelu"] = OpsPointwise.gelu
+        r["ops_softmax"] = OpsNN.softmax
+        r["ops_layer_norm"] = OpsNN.layerNorm
+        r["ops_layer_norm_2d"] = OpsNN.layerNorm2d
+        r["ops_group_norm"] = OpsNN.groupNorm
+        r["ops_batch_norm_train"] = OpsNN.batchNorm
+        r["ops_batch_norm_eval"] = OpsNN.batchNorm
+        r["ops_interpolate_bilinear"] = OpsNN.interpolateBilinear
+        r["ops_interpolate_nearest"] = OpsNN.interpolateNearest
+        r["ops_max_pool2d"] = OpsNN.maxPool2d
+        r["ops_attention"] = OpsNN.attention
 
         // MARK: F-LMM grounding head (U-Net, attention pipeline, losses, metrics)
         r["flmm_attention_pipeline"] = FLMMHeadCases.attentionPipeline
