@@ -28,6 +28,10 @@ public enum Primitive: Sendable {
     case matmul
     // linear: inputs [x, weight] or [x, weight, bias]; y = x·Wᵀ + b over the last dim.
     case linear
+    // conv2d (NCHW, groups 1): inputs [x, weight] or [x, weight, bias].
+    case conv2d(Conv2dGeometry)
+    // conv_transpose2d (groups 1): inputs [x, weight [C, O, kH, kW]] or [x, weight, bias].
+    case convTranspose2d(Conv2dGeometry, outputPadding: (Int, Int))
 
     // MARK: shape ops, softmax, norms, interpolation, pooling — cases go here
     // Softmax / log-softmax along `dim`: input [x]; fused, closed-form gradient.
@@ -117,6 +121,23 @@ enum Gradients {
             var out: [Tensor?] = [grads.x.map { Tensor(shape: x[0].shape, data: $0) },
                                   grads.weight.map { Tensor(shape: w.shape, data: $0) }]
             if x.count > 2 { out.append(grads.bias.map { Tensor(shape: x[2].shape, data: $0) }) }
+            return out
+        case .conv2d(let geometry):
+            let r = Kernels.conv2dBackward(g.data, x: x[0].data, x[0].shape, weight: x[1].data, x[1].shape, geometry,
+                                           needX: x[0].tracksGradient, needWeight: x[1].tracksGradient,
+                                           needBias: x.count > 2 && x[2].tracksGradient)
+            var out: [Tensor?] = [r.x.map { Tensor(shape: x[0].shape, data: $0) },
+                                  r.weight.map { Tensor(shape: x[1].shape, data: $0) }]
+            if x.count > 2 { out.append(r.bias.map { Tensor(shape: x[2].shape, data: $0) }) }
+            return out
+        case .convTranspose2d(let geometry, let outputPadding):
+            let r = Kernels.convTranspose2dBackward(g.data, x: x[0].data, x[0].shape, weight: x[1].data, x[1].shape,
+                                                    geometry, outputPadding: outputPadding,
+                                                    needX: x[0].tracksGradient, needWeight: x[1].tracksGradient,
+                                                    needBias: x.count > 2 && x[2].tracksGradient)
+            var out: [Tensor?] = [r.x.map { Tensor(shape: x[0].shape, data: $0) },
+                                  r.weight.map { Tensor(shape: x[1].shape, data: $0) }]
+            if x.count > 2 { out.append(r.bias.map { Tensor(shape: x[2].shape, data: $0) }) }
             return out
 
         // MARK: shape ops, softmax, norms, interpolation, pooling — gradients go here

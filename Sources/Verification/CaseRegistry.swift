@@ -8,6 +8,10 @@ public enum CaseRegistry {
     public static let runners: [String: CaseRunner] = {
         var r: [String: CaseRunner] = [:]
         // MARK: ops built on GEMM (matmul, linear, conv, attention)
+        r["ops_linear"] = OpsGEMM.linear
+        r["ops_matmul_batched"] = OpsGEMM.matmul
+        r["ops_conv2d"] = OpsGEMM.conv2d
+        r["ops_conv_transpose2d"] = OpsGEMM.convTranspose2d
 
         // MARK: ops: activations, softmax, norms, interpolation, pooling
         r["ops_relu"] = OpsPointwise.relu
