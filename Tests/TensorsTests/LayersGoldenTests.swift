@@ -74,6 +74,20 @@ final class LayersGoldenTests: XCTestCase {
             let m = GroupNorm(try c["groups"].int, try root["num_channels"].int, eps: try root["eps"].double)
             return (m, { m($0) })
         }),
+        ("ops_conv2d", layerRunner(variants: true) { _, c in
+            var rng = PhiloxRNG(seed: 0)
+            let m = Conv2d(try c["cin"].int, try c["cout"].int, kernelSize: try c["k"].int, stride: try c["stride"].int,
+                           padding: try c["padding"].int, dilation: try c["dilation"].int, bias: try c["bias"].bool, rng: &rng)
+            return (m, { m($0) })
+        }),
+        ("ops_conv_transpose2d", layerRunner(variants: true) { g, c in
+            let root = JSONField(path: "", value: g.config, caseName: g.name)
+            var rng = PhiloxRNG(seed: 0)
+            let m = ConvTranspose2d(try c["cin"].int, try c["cout"].int, kernelSize: try root["kernel_size"].int,
+                                    stride: try root["stride"].int, padding: try root["padding"].int,
+                                    bias: try root["bias"].bool, rng: &rng)
+            return (m, { m($0) })
+        }),
         ("ops_batch_norm_train", batchNormRunner),
         ("ops_batch_norm_eval", batchNormRunner),
     ]

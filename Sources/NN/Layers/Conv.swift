@@ -35,6 +35,13 @@ public final class Conv2d: Module {
         self.bias = bias ? Tensor(repeating: 0, shape: [outChannels], requiresGrad: true) : nil
         Init.pytorchDefault(weight: weight, bias: self.bias, rng: &rng)
     }
+
+    /// x [N, C_in, H, W] (or [C_in, H, W]) → [N, C_out, H', W'].
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition((x.rank == 4 && x.shape[1] == inChannels) || (x.rank == 3 && x.shape[0] == inChannels),
+                     "Conv2d(\(inChannels), \(outChannels)): input \(x.shape) must be [N, \(inChannels), H, W]")
+        return conv2d(x, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation)
+    }
 }
 
 /// `nn.ConvTranspose2d(in_channels, out_channels, kernel_size, stride, padding, output_padding,
@@ -72,5 +79,13 @@ public final class ConvTranspose2d: Module {
         weight = Tensor(repeating: 0, shape: [inChannels, outChannels, kernelSize, kernelSize], requiresGrad: true)
         self.bias = bias ? Tensor(repeating: 0, shape: [outChannels], requiresGrad: true) : nil
         Init.pytorchDefault(weight: weight, bias: self.bias, rng: &rng)
+    }
+
+    /// x [N, C_in, H, W] (or [C_in, H, W]) → [N, C_out, H', W'].
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        precondition((x.rank == 4 && x.shape[1] == inChannels) || (x.rank == 3 && x.shape[0] == inChannels),
+                     "ConvTranspose2d(\(inChannels), \(outChannels)): input \(x.shape) must be [N, \(inChannels), H, W]")
+        return convTranspose2d(x, weight: weight, bias: bias, stride: stride, padding: padding,
+                               outputPadding: outputPadding, dilation: dilation)
     }
 }
