@@ -4,8 +4,8 @@
 // F-LMM's config (max_epochs = 8, warmup_ratio = 0.03):
 //   LinearLR(start_factor=1e-5, by_epoch=True, begin=0, end=warmup_ratio·max_epochs)
 //   CosineAnnealingLR(eta_min=0, by_epoch=True, begin=warmup_ratio·max_epochs, end=max_epochs)
-// mmengine converts epochs to iterations with int(x·epoch_length), so with
-// W = int(0.24·epoch_length) and N = 8·epoch_length:
+// mmengine converts epochs to iterations with int(x·epoch_length): the warm-up covers
+// W = int(0.24·epoch_length) iterations and training N = 8·epoch_length (`flmm(epochLength:)`).
 //
 // mmengine's schedulers are chainable (each step multiplies the optimiser's current lr); the
 // scheduler hook calls step() after every optimiser step, and construction applies step 0.
