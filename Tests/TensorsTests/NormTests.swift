@@ -37,6 +37,23 @@ final class NormTests: XCTestCase {
         checkLayout("layerNorm [5, 7]", NormShape(p: 5, c: 7, q: 1, grouping: .groups(1)), eps: 1e-5)
     }
 
+    /// LayerNorm's row fast path ([P, C, 1], one group) agrees with the general per-position
+    /// path (the same statistics seen as `.channels`), forward and backward.
+    func testLayerNormRowPathMatchesGeneralPath() {
+        let (p, c) = (6, 37)
+        let x = OpsGradCheck.normals(p * c, seed: 27, scale: 2), g = OpsGradCheck.normals(p * c, seed: 28)
+        let w = OpsGradCheck.normals(c, seed: 29, shift: 1), b = OpsGradCheck.normals(c, seed: 30)
+        var outs: [[Double]] = []
+        for grouping in [NormGrouping.groups(1), .channels] {
+            let s = NormShape(p: p, c: c, q: 1, grouping: grouping)
+            let (m, v) = Kernels.normMoments(x, s)
+            let r = Kernels.normRstd(v, eps: 1e-5)
+            let (dx, dw, db) = Kernels.normBackward(x, g, s, mean: m, rstd: r, weight: w, statsConstant: false)
+            outs.append(Kernels.normForward(x, s, mean: m, rstd: r, weight: w, bias: b) + dx + dw + db)
+        }
+        XCTAssertLessThan(OpsGradCheck.maxAbs(outs[0], outs[1]), 1e-12)
+    }
+
     func testLayerNorm2dFiniteDifferences() {
         // Q = 70 > the 64-position block: two position blocks per sample.
         checkLayout("layerNorm2d [2, 5, 70]", NormShape(p: 2, c: 5, q: 70, grouping: .channels), eps: 1e-6)

@@ -169,6 +169,7 @@ extension Kernels {
         let (C, Q) = (s.c, s.q)
         let (perP, ofChannel) = s.rowStats
         let perChannelPosition = s.grouping == .channels
+        let rowsLayout = Q == 1 && s.grouping == .groups(1)
         x.withUnsafeBufferPointer { xb in
             y.withUnsafeMutableBufferPointer { yb in
                 let xp = SendableConstPointer(xb.baseAddress!), yp = SendablePointer(yb.baseAddress!)
@@ -178,6 +179,17 @@ extension Kernels {
                             bd.withUnsafeBufferPointer { bb in
                                 let m = SendableConstPointer(meanb.baseAddress!), r = SendableConstPointer(rb.baseAddress!)
                                 let w = SendableConstPointer(wb.baseAddress!), b = SendableConstPointer(bb.baseAddress!)
+                                if rowsLayout {
+                                    // LayerNorm: one statistic per contiguous row of C (same arithmetic as below).
+                                    Parallel.forEachChunk(s.p, grain: max(1, 8192 / max(C, 1))) { rows in
+                                        for pi in rows {
+                                            let xr = xp.base + pi * C, yr = yp.base + pi * C
+                                            let mm = m[pi], rr = r[pi]
+                                            for ci in 0..<C { yr[ci] = T((Double(xr[ci]) - mm) * (rr * w[ci]) + b[ci]) }
+                                        }
+                                    }
+                                    return
+                                }
                                 Parallel.forEachChunk(s.p * C, grain: max(1, 8192 / max(Q, 1))) { rows in
                                     var pi = rows.lowerBound / C, ci = rows.lowerBound % C
                                     for row in rows {
@@ -241,13 +253,24 @@ extension Kernels {
             let sg = SendablePointer(sgb.baseAddress!), sgx = SendablePointer(sgxb.baseAddress!)
 
             let (perP, ofChannel) = s.rowStats
+            let rowsLayout = Q == 1 && s.grouping == .groups(1)
 
             // 1. dWeight, dBias: each block of channels summed by one task in (p, q) order.
             let CB = normChannelBlock, nb = (C + CB - 1) / CB
             Parallel.forEach(nb) { blk in
                 let c0 = blk * CB, c1 = min(C, c0 + CB)
                 var aw = [Double](repeating: 0, count: c1 - c0), ab = aw
-                for pi in 0..<P {
+                if rowsLayout {
+                    for pi in 0..<P {
+                        let mm = m[pi], rr = r[pi], o = pi * C
+                        for ci in c0..<c1 {
+                            let gv = Double(gp[o + ci])
+                            aw[ci - c0] += gv * ((Double(xp[o + ci]) - mm) * rr)
+                            ab[ci - c0] += gv
+                        }
+                    }
+                }
+                for pi in 0..<(rowsLayout ? 0 : P) {
                     for ci in c0..<c1 {
                         let o = (pi * C + ci) * Q
                         var sw = 0.0, sb = 0.0
@@ -335,6 +358,23 @@ extension Kernels {
             }
 
             // 3. dx, row by row.
+            if rowsLayout {
+                Parallel.forEachChunk(P, grain: max(1, 8192 / max(C, 1))) { rows in
+                    for pi in rows {
+                        let o = pi * C, mm = m[pi], rr = r[pi]
+                        if statsConstant {
+                            for ci in 0..<C { dxp[o + ci] = T(rr * (Double(gp[o + ci]) * w[ci])) }
+                        } else {
+                            let a = sg[pi] * invM, bb = sgx[pi] * invM
+                            for ci in 0..<C {
+                                let xh = (Double(xp[o + ci]) - mm) * rr
+                                dxp[o + ci] = T(rr * (Double(gp[o + ci]) * w[ci] - a - xh * bb))
+                            }
+                        }
+                    }
+                }
+                return
+            }
             Parallel.forEachChunk(P * C, grain: max(1, 8192 / max(Q, 1))) { rows in
                 var pi = rows.lowerBound / C, ci = rows.lowerBound % C
                 for row in rows {
