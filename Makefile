@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test bench clean
+.PHONY: all deps build test verify-threads bench clean
 
 all: build
 
@@ -38,9 +38,24 @@ deps:
 build: deps
 	swift build $(SWIFT_FLAGS)
 
+# Golden cases checked through the command-line verifier on 1 and 2 threads (outputs must be
+# bitwise identical): every case the toolkit registers.
+GOLDEN_FILES := $(wildcard Tests/Goldens/ops_*.safetensors Tests/Goldens/loss_*.safetensors \
+                  Tests/Goldens/metrics_*.safetensors Tests/Goldens/flmm_attention_pipeline.safetensors)
+
 test: deps
 	swift build $(SWIFT_FLAGS) --build-tests
 	swift test $(SWIFT_FLAGS) --skip-build
+	$(MAKE) --no-print-directory verify-threads
+
+# `flmm verify-golden` over the golden files with FLMM_THREADS=1 and 2; the saved outputs must match bit for bit.
+verify-threads:
+	@rm -rf .build/verify-t1 .build/verify-t2
+	FLMM_THREADS=1 $(BIN)/flmm verify-golden --save .build/verify-t1 $(GOLDEN_FILES) | tail -1
+	FLMM_THREADS=2 $(BIN)/flmm verify-golden --save .build/verify-t2 $(GOLDEN_FILES) | tail -1
+	cmp -s <(cd .build/verify-t1 && cat $$(ls)) <(cd .build/verify-t2 && cat $$(ls)) \
+	  && diff <(ls .build/verify-t1) <(ls .build/verify-t2) \
+	  && echo "verify-golden outputs bitwise identical on 1 and 2 threads ($$(ls .build/verify-t1 | wc -l) cases)"
 
 bench: build
 	$(BIN)/flmm-bench --out Results/bench.nc
