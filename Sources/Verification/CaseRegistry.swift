@@ -35,6 +35,12 @@ public enum CaseRegistry {
         r["metrics_iou"] = FLMMHeadCases.metrics
 
         // MARK: SAM and the full F-LMM step
+        r["sam_prompt_encoder"] = SAMCases.promptEncoder
+        r["sam_mask_decoder_small"] = SAMCases.maskDecoder
+        r["sam_mask_decoder_full"] = SAMCases.maskDecoder
+        r["sam_image_encoder_tiny"] = SAMCases.imageEncoder
+        r["sam_postprocess"] = SAMCases.postprocess
+        r["flmm_sam_prompts"] = SAMCases.flmmPrompts
 
         return r
     }()

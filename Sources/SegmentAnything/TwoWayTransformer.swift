@@ -1,0 +1,142 @@
+// SAM's two-way transformer (segment_anything/modeling/transformer.py): prompt tokens attend to
+// the image embedding and the image embedding attends back to the tokens.
+//
+// Dimension letters: B batch, N tokens, HW image positions (h·w), C embedding dim.
+
+import NN
+import Tensors
+
+/// `transformer.Attention(embedding_dim, num_heads, downsample_rate)`: projections to
+/// I = C / rate, `numHeads` heads, softmax(q kᵀ / √(I/NH)) v, projection back to C.
+/// Keys: `{q,k,v}_proj.{weight,bias}` [I, C], `out_proj.{weight,bias}` [C, I].
+public final class Attention: Module {
+    public let numHeads: Int
+    public let qProj: Linear
+    public let kProj: Linear
+    public let vProj: Linear
+    public let outProj: Linear
+
+    public var children: [ModuleChild] {
+        [.module("q_proj", qProj), .module("k_proj", kProj), .module("v_proj", vProj), .module("out_proj", outProj)]
+    }
+
+    public init(embeddingDim: Int, numHeads: Int, downsampleRate: Int = 1, rng: inout PhiloxRNG) {
+        let internalDim = embeddingDim / downsampleRate
+        precondition(numHeads > 0 && internalDim % numHeads == 0,
+                     "Attention: num_heads \(numHeads) must divide the internal dim \(internalDim)")
+        self.numHeads = numHeads
+        qProj = Linear(embeddingDim, internalDim, rng: &rng)
+        kProj = Linear(embeddingDim, internalDim, rng: &rng)
+        vProj = Linear(embeddingDim, internalDim, rng: &rng)
+        outProj = Linear(internalDim, embeddingDim, rng: &rng)
+    }
+
+    /// q [B, Nq, C], k [B, Nk, C], v [B, Nk, C] → [B, Nq, C].
+    public func callAsFunction(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
+        samAttention(q: q, k: k, v: v, qProj: (qProj.weight, qProj.bias), kProj: (kProj.weight, kProj.bias),
+                     vProj: (vProj.weight, vProj.bias), outProj: (outProj.weight, outProj.bias), numHeads: numHeads)
+    }
+}
+
+/// `TwoWayAttentionBlock`: (1) token self-attention, (2) tokens → image cross-attention,
+/// (3) token MLP (ReLU), (4) image → tokens cross-attention; LayerNorm after each.
+/// Keys: `self_attn`, `norm1`, `cross_attn_token_to_image`, `norm2`, `mlp`, `norm3`, `norm4`,
+/// `cross_attn_image_to_token`.
+public final class TwoWayAttentionBlock: Module {
+    public let selfAttn: Attention
+    public let norm1: LayerNorm
+    public let crossAttnTokenToImage: Attention
+    public let norm2: LayerNorm
+    public let mlp: MLPBlock
+    public let norm3: LayerNorm
+    public let norm4: LayerNorm
+    public let crossAttnImageToToken: Attention
+    /// Block 0: self-attention without the query PE and without a residual.
+    public let skipFirstLayerPE: Bool
+
+    public var children: [ModuleChild] {
+        [.module("self_attn", selfAttn), .module("norm1", norm1),
+         .module("cross_attn_token_to_image", crossAttnTokenToImage), .module("norm2", norm2),
+         .module("mlp", mlp), .module("norm3", norm3), .module("norm4", norm4),
+         .module("cross_attn_image_to_token", crossAttnImageToToken)]
+    }
+
+    public init(embeddingDim: Int, numHeads: Int, mlpDim: Int, attentionDownsampleRate: Int,
+                skipFirstLayerPE: Bool, layerNormEps: Double, rng: inout PhiloxRNG) {
+        self.skipFirstLayerPE = skipFirstLayerPE
+        selfAttn = Attention(embeddingDim: embeddingDim, numHeads: numHeads, rng: &rng)
+        norm1 = LayerNorm(embeddingDim, eps: layerNormEps)
+        crossAttnTokenToImage = Attention(embeddingDim: embeddingDim, numHeads: numHeads,
+                                          downsampleRate: attentionDownsampleRate, rng: &rng)
+        norm2 = LayerNorm(embeddingDim, eps: layerNormEps)
+        mlp = MLPBlock(embeddingDim: embeddingDim, mlpDim: mlpDim, activation: .relu, rng: &rng)
+        norm3 = LayerNorm(embeddingDim, eps: layerNormEps)
+        norm4 = LayerNorm(embeddingDim, eps: layerNormEps)
+        crossAttnImageToToken = Attention(embeddingDim: embeddingDim, numHeads: numHeads,
+                                          downsampleRate: attentionDownsampleRate, rng: &rng)
+    }
+
+    /// queries [B, N, C], keys [B, HW, C], queryPE [B, N, C], keyPE [B, HW, C] → (queries, keys).
+    public func callAsFunction(queries: Tensor, keys: Tensor, queryPE: Tensor, keyPE: Tensor) -> (Tensor, Tensor) {
+        var qs: Tensor
+        if skipFirstLayerPE {
+            qs = selfAttn(q: queries, k: queries, v: queries)
+        } else {
+            let q = queries + queryPE
+            qs = queries + selfAttn(q: q, k: q, v: queries)
+        }
+        qs = norm1(qs)
+
+        let k = keys + keyPE
+        qs = norm2(qs + crossAttnTokenToImage(q: qs + queryPE, k: k, v: keys))
+        qs = norm3(qs + mlp(qs))
+
+        let ks = norm4(keys + crossAttnImageToToken(q: k, k: qs + queryPE, v: qs))
+        return (qs, ks)
+    }
+}
+
+/// `TwoWayTransformer(depth, embedding_dim, num_heads, mlp_dim, activation=ReLU,
+/// attention_downsample_rate)`. Keys: `layers.<i>.*`, `final_attn_token_to_image.*`,
+/// `norm_final_attn.{weight,bias}`.
+public final class TwoWayTransformer: Module {
+    public let layers: [TwoWayAttentionBlock]
+    public let finalAttnTokenToImage: Attention
+    public let normFinalAttn: LayerNorm
+
+    public var children: [ModuleChild] {
+        [.list("layers", layers), .module("final_attn_token_to_image", finalAttnTokenToImage),
+         .module("norm_final_attn", normFinalAttn)]
+    }
+
+    public init(depth: Int, embeddingDim: Int, numHeads: Int, mlpDim: Int, attentionDownsampleRate: Int = 2,
+                layerNormEps: Double = 1e-5, rng: inout PhiloxRNG) {
+        var layers: [TwoWayAttentionBlock] = []
+        for i in 0..<depth {
+            layers.append(TwoWayAttentionBlock(embeddingDim: embeddingDim, numHeads: numHeads, mlpDim: mlpDim,
+                                               attentionDownsampleRate: attentionDownsampleRate,
+                                               skipFirstLayerPE: i == 0, layerNormEps: layerNormEps, rng: &rng))
+        }
+        self.layers = layers
+        finalAttnTokenToImage = Attention(embeddingDim: embeddingDim, numHeads: numHeads,
+                                          downsampleRate: attentionDownsampleRate, rng: &rng)
+        normFinalAttn = LayerNorm(embeddingDim, eps: layerNormEps)
+    }
+
+    /// imageEmbedding [B, C, h, w], imagePE [B, C, h, w], pointEmbedding [B, N, C] →
+    /// (queries [B, N, C], keys [B, h·w, C]).
+    public func callAsFunction(imageEmbedding: Tensor, imagePE: Tensor, pointEmbedding: Tensor) -> (Tensor, Tensor) {
+        precondition(imageEmbedding.rank == 4 && imagePE.shape == imageEmbedding.shape,
+                     "TwoWayTransformer: image embedding \(imageEmbedding.shape) and PE \(imagePE.shape) must be equal [B, C, h, w]")
+        let (b, c, h, w) = (imageEmbedding.shape[0], imageEmbedding.shape[1], imageEmbedding.shape[2], imageEmbedding.shape[3])
+        let keys0 = imageEmbedding.reshape([b, c, h * w]).permute([0, 2, 1])
+        let keyPE = imagePE.reshape([b, c, h * w]).permute([0, 2, 1])
+        var queries = pointEmbedding, keys = keys0
+        for layer in layers {
+            (queries, keys) = layer(queries: queries, keys: keys, queryPE: pointEmbedding, keyPE: keyPE)
+        }
+        let attnOut = finalAttnTokenToImage(q: queries + pointEmbedding, k: keys + keyPE, v: keys)
+        queries = normFinalAttn(queries + attnOut)
+        return (queries, keys)
+    }
+}
