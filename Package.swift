@@ -40,6 +40,8 @@ let package = Package(
         .target(name: "SegmentAnything", dependencies: ["NN"]),
         // F-LMM: attention maps, U-Net head, SAM refiner, losses, metrics.
         .target(name: "FLMM", dependencies: ["NN", "SegmentAnything"]),
+        // ShapesWorld: the embedded world (scenes, referring expressions, TinyVLM).
+        .target(name: "ShapesWorld", dependencies: ["FLMM", "NN"]),
         // safetensors, PyTorch .pth (zip + restricted unpickler), NetCDF.
         .target(name: "Formats", dependencies: [
             "Tensors", "CNetCDF",
@@ -58,7 +60,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "TensorsTests", dependencies: [
-            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM",
+            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM", "ShapesWorld",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]

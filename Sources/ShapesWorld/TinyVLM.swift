@@ -1,0 +1,294 @@
+// TinyVLM: a small multimodal causal language model over [<bos>, image tokens, prompt, text].
+//
+//   pixel values [3, S, S] ─ patch_embed (Conv2d 3→D, kernel = stride = p) ─► [D, G, G]
+//       → flatten row-major → [G², D] image tokens (G = S / p)
+//   token ids [T] ─ tok_embeddings ─► [T, D]; image positions take the image tokens instead
+//   x = tokens + pos_embed[0..<T]
+//   L pre-norm blocks:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
+//       attn: qkv = Linear(D, 3D) → q, k, v [NH, T, D/NH];
+//             probs = softmax(q·kᵀ / √(D/NH) + causal, dim −1)   [NH, T, T]
+//             (causal: −∞ above the diagonal, so probs[i, j>i] are exactly 0)
+//             out = Linear(D, D)(merge heads(probs · v))
+//       mlp: Linear(D, 4D) → GELU → Linear(4D, D)
+//   norm (LayerNorm) → lm_head Linear(D, V) → logits [T, V]
+//
+// Outputs as F-LMM reads a HF model with output_attentions / output_hidden_states:
+//   attentions[l]   [NH, T, T]  the softmax probabilities of block l;
+//   hiddenStates[l] [T, D]      block l's output for l < L−1, and the final-norm output for the
+//                               last one (HF's hidden_states[-L:] = hidden_states[1:]).
+// State-dict keys: patch_embed.proj.{weight,bias}, tok_embeddings.weight, pos_embed.weight,
+// layers.i.{ln_1, attn.qkv, attn.proj, ln_2, mlp.fc1, mlp.fc2}.{weight,bias}, norm.*, lm_head.*.
+
+import NN
+import Tensors
+
+/// TinyVLM sizes.
+public struct TinyVLMConfig: Sendable, Equatable {
+    /// S: the padded square image side.
+    public var imageSize: Int
+    /// p: patch size; the grid is G = S / p.
+    public var patchSize: Int
+    /// D: hidden size.
+    public var dim: Int
+    /// L: number of blocks.
+    public var layers: Int
+    /// NH: attention heads.
+    public var heads: Int
+    /// MLP hidden size = mlpRatio · D.
+    public var mlpRatio: Int
+    /// V: vocabulary size.
+    public var vocabSize: Int
+    /// Longest supported sequence (positions of pos_embed).
+    public var maxPositions: Int
+
+    public init(imageSize: Int = 96, patchSize: Int = 4, dim: Int = 64, layers: Int = 4, heads: Int = 4,
+                mlpRatio: Int = 4, vocabSize: Int = Tokenizer.shapesWorld.count, maxPositions: Int? = nil) {
+        precondition(imageSize % patchSize == 0, "TinyVLMConfig: patch size \(patchSize) must divide image size \(imageSize)")
+        precondition(dim % heads == 0, "TinyVLMConfig: \(heads) heads must divide dim \(dim)")
+        self.imageSize = imageSize
+        self.patchSize = patchSize
+        self.dim = dim
+        self.layers = layers
+        self.heads = heads
+        self.mlpRatio = mlpRatio
+        self.vocabSize = vocabSize
+        let g = imageSize / patchSize
+        self.maxPositions = maxPositions ?? (g * g + 96)
+    }
+
+    /// G: image tokens per side.
+    public var grid: Int { imageSize / patchSize }
+    /// G²: number of image tokens.
+    public var imageTokens: Int { grid * grid }
+}
+
+/// What one forward pass returns.
+public struct TinyVLMOutput {
+    /// [T, V] next-token logits.
+    public let logits: Tensor
+    /// L × [NH, T, T] attention probabilities.
+    public let attentions: [Tensor]
+    /// L × [T, D] hidden states (the last one after the final norm).
+    public let hiddenStates: [Tensor]
+
+    /// The attentions stacked to [L, NH, T, T] (outside the graph), as F-LMM indexes them.
+    public func stackedAttentions() -> Tensor {
+        Autograd.noGrad { cat(attentions.map { $0.unsqueeze(0) }, dim: 0) }
+    }
+}
+
+/// Multi-head causal self-attention with a fused qkv projection.
+public final class CausalSelfAttention: Module {
+    public let heads: Int
+    public let qkv: Linear, proj: Linear
+    public var children: [ModuleChild] { [.module("qkv", qkv), .module("proj", proj)] }
+
+    public init(dim: Int, heads: Int, rng: inout PhiloxRNG) {
+        self.heads = heads
+        qkv = Linear(dim, 3 * dim, rng: &rng)
+        proj = Linear(dim, dim, rng: &rng)
+    }
+
+    /// x [T, D], mask [T, T] (0 / −∞) → (out [T, D], probs [NH, T, T]).
+    public func callAsFunction(_ x: Tensor, mask: Tensor) -> (Tensor, Tensor) {
+        let t = x.shape[0], d = x.shape[1], hd = d / heads
+        let packed = qkv(x).reshape([t, 3, heads, hd]).permute([1, 2, 0, 3])   // [3, NH, T, hd]
+        let q = packed.narrow(dim: 0, start: 0, length: 1).reshape([heads, t, hd])
+        let k = packed.narrow(dim: 0, start: 1, length: 1).reshape([heads, t, hd])
+        let v = packed.narrow(dim: 0, start: 2, length: 1).reshape([heads, t, hd])
+        let scores = matmul(q, k.transpose(1, 2)) * Float(1 / Double(hd).squareRoot()) + mask
+        let probs = scores.softmax(dim: -1)                                      // [NH, T, T]
+        let out = matmul(probs, v).permute([1, 0, 2]).reshape([t, d])
+        return (proj(out), probs)
+    }
+}
+
+/// Linear → GELU → Linear.
+public final class MLP: Module {
+    public let fc1: Linear, fc2: Linear
+    public var children: [ModuleChild] { [.module("fc1", fc1), .module("fc2", fc2)] }
+
+    public init(dim: Int, hidden: Int, rng: inout PhiloxRNG) {
+        fc1 = Linear(dim, hidden, rng: &rng)
+        fc2 = Linear(hidden, dim, rng: &rng)
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { fc2(fc1(x).gelu()) }
+}
+
+/// One pre-norm transformer block.
+public final class TinyVLMBlock: Module {
+    public let ln1: LayerNorm, attn: CausalSelfAttention, ln2: LayerNorm, mlp: MLP
+    public var children: [ModuleChild] {
+        [.module("ln_1", ln1), .module("attn", attn), .module("ln_2", ln2), .module("mlp", mlp)]
+    }
+
+    public init(dim: Int, heads: Int, mlpHidden: Int, rng: inout PhiloxRNG) {
+        ln1 = LayerNorm([dim])
+        attn = CausalSelfAttention(dim: dim, heads: heads, rng: &rng)
+        ln2 = LayerNorm([dim])
+        mlp = MLP(dim: dim, hidden: mlpHidden, rng: &rng)
+    }
+
+    /// x [T, D] → (x', probs [NH, T, T]).
+    public func callAsFunction(_ x: Tensor, mask: Tensor) -> (Tensor, Tensor) {
+        let (a, probs) = attn(ln1(x), mask: mask)
+        let h = x + a
+        return (h + mlp(ln2(h)), probs)
+    }
+}
+
+/// The patch-embedding stem (`patch_embed.proj`).
+public final class PatchEmbed: Module {
+    public let proj: Conv2d
+    public var children: [ModuleChild] { [.module("proj", proj)] }
+
+    public init(patchSize: Int, dim: Int, rng: inout PhiloxRNG) {
+        proj = Conv2d(3, dim, kernelSize: patchSize, stride: patchSize, rng: &rng)
+    }
+
+    /// pixel values [3, S, S] → image tokens [G², D] (row-major over the grid).
+    public func callAsFunction(_ pixels: Tensor) -> Tensor {
+        let y = proj(pixels.unsqueeze(0))                          // [1, D, G, G]
+        let d = y.shape[1], n = y.shape[2] * y.shape[3]
+        return y.reshape([d, n]).transpose(0, 1)                   // [G², D]
+    }
+}
+
+/// The model.
+public final class TinyVLM: Module {
+    public let config: TinyVLMConfig
+    public let patchEmbed: PatchEmbed
+    public let tokEmbeddings: Embedding
+    public let posEmbed: Embedding
+    public let layers: [TinyVLMBlock]
+    public let norm: LayerNorm
+    public let lmHead: Linear
+
+    public var children: [ModuleChild] {
+        [.module("patch_embed", patchEmbed), .module("tok_embeddings", tokEmbeddings), .module("pos_embed", posEmbed),
+         .list("layers", layers), .module("norm", norm), .module("lm_head", lmHead)]
+    }
+
+    /// A freshly initialised model: PyTorch defaults for Linear / Conv2d / LayerNorm, and
+    /// N(0, 0.02²) for the token and position embeddings (GPT-2's rule), all from `rng` in
+    /// declaration order.
+    public init(_ config: TinyVLMConfig, rng: inout PhiloxRNG) {
+        self.config = config
+        patchEmbed = PatchEmbed(patchSize: config.patchSize, dim: config.dim, rng: &rng)
+        tokEmbeddings = Embedding(config.vocabSize, config.dim, rng: &rng)
+        Init.normal(tokEmbeddings.weight, std: 0.02, rng: &rng)
+        posEmbed = Embedding(config.maxPositions, config.dim, rng: &rng)
+        Init.normal(posEmbed.weight, std: 0.02, rng: &rng)
+        var blocks: [TinyVLMBlock] = []
+        for _ in 0..<config.layers {
+            blocks.append(TinyVLMBlock(dim: config.dim, heads: config.heads, mlpHidden: config.mlpRatio * config.dim, rng: &rng))
+        }
+        layers = blocks
+        norm = LayerNorm([config.dim])
+        lmHead = Linear(config.dim, config.vocabSize, rng: &rng)
+    }
+
+    /// [T, T] additive causal mask: 0 on and below the diagonal, −∞ above.
+    public static func causalMask(_ t: Int) -> Tensor {
+        var m = [Float](repeating: 0, count: t * t)
+        for i in 0..<t { for j in (i + 1)..<max(i + 1, t) { m[i * t + j] = -.infinity } }
+        return Tensor(shape: [t, t], data: m)
+    }
+
+    /// Forward pass over `sequence` with the image `pixelValues` [3, S, S].
+    public func callAsFunction(_ pixelValues: Tensor, _ sequence: VLMSequence) -> TinyVLMOutput {
+        let c = config
+        precondition(pixelValues.shape == [3, c.imageSize, c.imageSize],
+                     "TinyVLM: pixel values \(pixelValues.shape) must be [3, \(c.imageSize), \(c.imageSize)]")
+        precondition(sequence.imageCount == c.imageTokens,
+                     "TinyVLM: sequence has \(sequence.imageCount) image tokens, the model's grid gives \(c.imageTokens)")
+        let t = sequence.count
+        precondition(t <= c.maxPositions, "TinyVLM: sequence of \(t) tokens exceeds max positions \(c.maxPositions)")
+        let image = patchEmbed(pixelValues)                                     // [G², D]
+        let before = tokEmbeddings(Array(sequence.ids[0..<sequence.imageStart]))
+        let after = tokEmbeddings(Array(sequence.ids[(sequence.imageStart + sequence.imageCount)...]))
+        var x = cat([before, image, after], dim: 0) + posEmbed(Array(0..<t))    // [T, D]
+        let mask = TinyVLM.causalMask(t)
+        var attentions: [Tensor] = [], hidden: [Tensor] = []
+        for (l, block) in layers.enumerated() {
+            let (y, probs) = block(x, mask: mask)
+            attentions.append(probs)
+            x = y
+            hidden.append(l == layers.count - 1 ? norm(y) : y)
+        }
+        let logits = lmHead(hidden[hidden.count - 1])
+        return TinyVLMOutput(logits: logits, attentions: attentions, hiddenStates: hidden)
+    }
+
+    /// Mean next-token cross-entropy over the caption: positions textStart−1 … T−2 predict
+    /// ids[textStart] … ids[T−1] (the caption words and <eos>). Built from logSoftmax and
+    /// indexSelect, so autograd differentiates it.
+    public static func nextTokenLoss(logits: Tensor, sequence: VLMSequence) -> Tensor {
+        let start = sequence.textStart - 1, n = sequence.count - sequence.textStart
+        precondition(n > 0, "TinyVLM.nextTokenLoss: the sequence has no caption tokens")
+        let v = logits.shape[1]
+        let logp = logits.narrow(dim: 0, start: start, length: n).logSoftmax(dim: 1).reshape([n * v])
+        let picked = logp.indexSelect(dim: 0, index: (0..<n).map { $0 * v + sequence.ids[sequence.textStart + $0] })
+        return -picked.mean()
+    }
+}
+
+/// Next-token pretraining of TinyVLM on ShapesWorld descriptions (AdamW, fixed order).
+public final class TinyVLMTrainer {
+    public let model: TinyVLM
+    public let world: ShapesWorld
+    public let preprocessor: ImagePreprocessor
+    public let tokenizer: Tokenizer
+    public let optimizer: AdamW
+    /// Samples per step (gradients accumulated, loss averaged).
+    public let batchSize: Int
+    /// Order of training samples (a Philox permutation per epoch).
+    var order: [Int] = []
+    var cursor = 0
+    var epoch = 0
+    public private(set) var step = 0
+    let seed: UInt64
+
+    public init(model: TinyVLM, world: ShapesWorld, batchSize: Int = 4, lr: Double = 1e-3, weightDecay: Double = 0.01,
+                seed: UInt64 = 0) {
+        self.model = model
+        self.world = world
+        self.batchSize = batchSize
+        self.seed = seed
+        preprocessor = ImagePreprocessor(imageSize: model.config.imageSize)
+        tokenizer = Tokenizer.shapesWorld
+        optimizer = AdamW(model.trainableParameters().map(\.1), lr: lr, weightDecay: weightDecay)
+    }
+
+    func nextIndex() -> Int {
+        if cursor == order.count {
+            var rng = PhiloxRNG(seed: seed, stream: 0x5452_4149_4E00 | UInt64(epoch))   // "TRAIN" + epoch
+            order = rng.permutation(world.count(.train))
+            cursor = 0
+            epoch += 1
+        }
+        defer { cursor += 1 }
+        return order[cursor]
+    }
+
+    /// One optimiser step on the next `batchSize` training samples; returns the mean loss.
+    @discardableResult
+    public func trainStep() -> Float {
+        optimizer.zeroGrad()
+        var total = 0.0
+        for _ in 0..<batchSize {
+            let sample = world.sample(.train, nextIndex())
+            let (pixels, _) = preprocessor(sample.scene.image)
+            // The vocabulary covers the grammar, so encoding cannot fail.
+            let seq = try! VLMSequence(tokenizer: tokenizer, imageTokens: model.config.imageTokens, sample: sample)
+            let out = model(pixels, seq)
+            let loss = TinyVLM.nextTokenLoss(logits: out.logits, sequence: seq) / Float(batchSize)
+            loss.backward()
+            total += Double(loss.item)
+        }
+        optimizer.step()
+        step += 1
+        return Float(total)
+    }
+}
