@@ -6,7 +6,7 @@
 //   x = tokens + pos_embed[0..<T]
 //   L pre-norm blocks:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
 //       attn: qkv = Linear(D, 3D) → q, k, v [NH, T, D/NH];
-//             probs = softmax(q·kᵀ / √(D/NH) + causal, dim −1)   [NH, T, T]
+//             probs = softmax((q / √(D/NH))·kᵀ + causal, dim −1)   [NH, T, T]
 //             (causal: −∞ above the diagonal, so probs[i, j>i] are exactly 0)
 //             out = Linear(D, D)(merge heads(probs · v))
 //       mlp: Linear(D, 4D) → GELU → Linear(4D, D)
@@ -89,14 +89,16 @@ public final class CausalSelfAttention: Module {
         proj = Linear(dim, dim, rng: &rng)
     }
 
-    /// x [T, D], mask [T, T] (0 / −∞) → (out [T, D], probs [NH, T, T]).
+    /// x [T, D], mask [NH, T, T] (0 / −∞) → (out [T, D], probs [NH, T, T]).
     public func callAsFunction(_ x: Tensor, mask: Tensor) -> (Tensor, Tensor) {
         let t = x.shape[0], d = x.shape[1], hd = d / heads
         let packed = qkv(x).reshape([t, 3, heads, hd]).permute([1, 2, 0, 3])   // [3, NH, T, hd]
         let q = packed.narrow(dim: 0, start: 0, length: 1).reshape([heads, t, hd])
         let k = packed.narrow(dim: 0, start: 1, length: 1).reshape([heads, t, hd])
         let v = packed.narrow(dim: 0, start: 2, length: 1).reshape([heads, t, hd])
-        let scores = matmul(q, k.transpose(1, 2)) * Float(1 / Double(hd).squareRoot()) + mask
+        // The scale is applied to q ([NH, T, hd]) rather than to the [NH, T, T] scores, and the
+        // mask comes already expanded to [NH, T, T], so no broadcast is reduced in backward.
+        let scores = matmul(q * Float(1 / Double(hd).squareRoot()), k.transpose(1, 2)) + mask
         let probs = scores.softmax(dim: -1)                                      // [NH, T, T]
         let out = matmul(probs, v).permute([1, 0, 2]).reshape([t, d])
         return (proj(out), probs)
@@ -130,7 +132,7 @@ public final class TinyVLMBlock: Module {
         mlp = MLP(dim: dim, hidden: mlpHidden, rng: &rng)
     }
 
-    /// x [T, D] → (x', probs [NH, T, T]).
+    /// x [T, D], mask [NH, T, T] → (x', probs [NH, T, T]).
     public func callAsFunction(_ x: Tensor, mask: Tensor) -> (Tensor, Tensor) {
         let (a, probs) = attn(ln1(x), mask: mask)
         let h = x + a
@@ -209,7 +211,7 @@ public final class TinyVLM: Module {
         let before = tokEmbeddings(Array(sequence.ids[0..<sequence.imageStart]))
         let after = tokEmbeddings(Array(sequence.ids[(sequence.imageStart + sequence.imageCount)...]))
         var x = cat([before, image, after], dim: 0) + posEmbed(Array(0..<t))    // [T, D]
-        let mask = TinyVLM.causalMask(t)
+        let mask = TinyVLM.causalMask(t).expand([c.heads, t, t])              // constant, no gradient
         var attentions: [Tensor] = [], hidden: [Tensor] = []
         for (l, block) in layers.enumerated() {
             let (y, probs) = block(x, mask: mask)
