@@ -56,7 +56,8 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "flmm-bench", dependencies: [
-            "Tensors", "NN", "Formats", "CBLAS",
+            "Tensors", "NN", "Formats", "CBLAS", "FLMM",
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
 
         .testTarget(name: "TensorsTests", dependencies: [

@@ -60,6 +60,15 @@ public enum Primitive: Sendable {
     case bceWithLogits
     // F-LMM phrase attention maps (select, grid, merge, stack): input [attention [L, NH, R, K]].
     case phraseMaps(PhraseMapPlan)
+    // U-Net head, channel-major [C, N, H, W] (Kernels/UNetKernels.swift):
+    // same-padding stride-1 convolution of all images, inputs [x, weight];
+    case convCNHW
+    // the same for 3×3 by Winograd F(2×2, 3×3), inputs [x, weight];
+    case conv3x3WinogradCNHW
+    // relu(GroupNorm(x)), inputs [x, weight, bias];
+    case groupNormReLUCNHW(GroupNormReLUPlan)
+    // convolution of the bilinearly upsampled, zero-padded input, computed at low resolution, inputs [x, weight].
+    case upsampledConvCNHW(UpsampledConvPlan)
 }
 
 enum Gradients {
@@ -191,6 +200,29 @@ enum Gradients {
             let s = x[0].shape
             return [Tensor(shape: s, data: Kernels.phraseMapsBackward(g.data, x[0].data, layers: s[0], heads: s[1],
                                                                       rows: s[2], cols: s[3], plan: plan))]
+        case .convCNHW:
+            let (s, ws) = (x[0].shape, x[1].shape)
+            let r = Kernels.convCNHWBackward(g.data, x: x[0].data, c: s[0], n: s[1], h: s[2], w: s[3], weight: x[1].data,
+                                             o: ws[0], k: ws[2], needX: x[0].tracksGradient, needWeight: x[1].tracksGradient)
+            return [r.dx.map { Tensor(shape: s, data: $0) }, r.dweight.map { Tensor(shape: ws, data: $0) }]
+        case .conv3x3WinogradCNHW:
+            let (s, ws) = (x[0].shape, x[1].shape)
+            let r = Kernels.conv3x3WinogradBackward(g.data, x: x[0].data, c: s[0], n: s[1], h: s[2], w: s[3],
+                                                    weight: x[1].data, o: ws[0], needX: x[0].tracksGradient,
+                                                    needWeight: x[1].tracksGradient)
+            return [r.dx.map { Tensor(shape: s, data: $0) }, r.dweight.map { Tensor(shape: ws, data: $0) }]
+        case .groupNormReLUCNHW(let plan):
+            let s = x[0].shape
+            let r = Kernels.groupNormReLUCNHWBackward(g.data, x: x[0].data, y: y.data, c: s[0], n: s[1], hw: s[2] * s[3],
+                                                      groups: plan.groups, mean: plan.mean, rstd: plan.rstd,
+                                                      weight: x[1].data)
+            return [Tensor(shape: s, data: r.dx), Tensor(shape: x[1].shape, data: r.dweight),
+                    Tensor(shape: x[2].shape, data: r.dbias)]
+        case .upsampledConvCNHW(let plan):
+            let (s, ws) = (x[0].shape, x[1].shape)
+            let r = Kernels.upsampledConvCNHWBackward(g.data, x: x[0].data, c: s[0], n: s[1], weight: x[1].data, o: ws[0],
+                                                      plan, needX: x[0].tracksGradient, needWeight: x[1].tracksGradient)
+            return [r.dx.map { Tensor(shape: s, data: $0) }, r.dweight.map { Tensor(shape: ws, data: $0) }]
         }
     }
 

@@ -29,6 +29,9 @@ public enum CaseRegistry {
         r["ops_attention"] = OpsNN.attention
 
         // MARK: F-LMM grounding head (U-Net, attention pipeline, losses, metrics)
+        r["unet_head"] = FLMMHeadCases.unetHead
+        r["unet_head_raw"] = FLMMHeadCases.unetHead
+        r["unet_head_bn"] = FLMMHeadCases.unetHead
         r["flmm_attention_pipeline"] = FLMMHeadCases.attentionPipeline
         r["loss_dice"] = FLMMHeadCases.dice
         r["loss_bce"] = FLMMHeadCases.bce

@@ -1,2 +1,3 @@
 import CBLAS
 print("bench")
+try UNetBench.run()

@@ -1,5 +1,5 @@
 // Case runners: F-LMM's grounding head — attention pipeline, losses, metrics
-// (flmm_attention_pipeline, loss_dice, loss_bce, metrics_iou).
+// (unet_head, unet_head_raw, unet_head_bn, flmm_attention_pipeline, loss_dice, loss_bce, metrics_iou).
 // Each rebuilds its case from `config` and the tensors alone, for any shapes they describe.
 
 import FLMM
@@ -118,6 +118,71 @@ enum FLMMHeadCases {
         r.tensors["out.precision_at_0_5"] = Tensor(scalar: scores.precision(above: 0.5))
         r.tensors["out.pixel_acc"] = Tensor(shape: [n], data: pixelAccuracy(pred: pred, gt: gt))
         r.tensors["out.aiou"] = Tensor(scalar: Float(scores.averageRecall))
+        return r
+    }
+
+    /// The UNetHead's configuration from a unet_head* case's config (mmseg UNet keys).
+    static func unetConfig(_ golden: GoldenCase) throws -> UNetHeadConfig {
+        var c = UNetHeadConfig(inChannels: try golden.setting("in_channels").int)
+        c.baseChannels = try golden.setting("base_channels").int
+        c.numStages = try golden.setting("num_stages").int
+        c.strides = try golden.setting("strides").ints
+        c.encNumConvs = try golden.setting("enc_num_convs").ints
+        c.decNumConvs = try golden.setting("dec_num_convs").ints
+        c.downsamples = try golden.setting("downsamples").array.map { try $0.bool }
+        c.encDilations = try golden.setting("enc_dilations").ints
+        c.decDilations = try golden.setting("dec_dilations").ints
+        c.upsampleInput = try golden.setting("upsample_input").optional?.int
+        c.normalizeInput = try golden.setting("normalize_input").bool
+        let norm = golden.setting("norm_cfg")
+        switch try norm["type"].string(oneOf: ["GN", "BN"]) {
+        case "GN": c.norm = .groupNorm(numGroups: try norm["num_groups"].int, eps: try norm["eps"].double(default: 1e-5))
+        default: c.norm = .batchNorm(eps: try norm["eps"].double(default: 1e-5), momentum: try norm["momentum"].optional?.double)
+        }
+        // The fixed parts of F-LMM's UNetHead that this implementation hard-wires.
+        _ = try golden.setting("act").string(oneOf: ["ReLU"])
+        let up = golden.setting("upsample_cfg")
+        _ = try up["type"].string(oneOf: ["InterpConv"])
+        _ = try up["mode"].string(oneOf: ["bilinear"])
+        guard try up["scale_factor"].double == 2, try !up["align_corners"].bool, try !up["conv_first"].bool,
+              try up["conv_kernel_size"].int == 1 else {
+            throw GoldenError.badConfig(case: golden.name, key: "upsample_cfg",
+                                        expected: "scale_factor 2, align_corners false, conv_first false, conv_kernel_size 1")
+        }
+        guard try golden.setting("maxpool")["kernel_size"].int == 2, try golden.setting("maxpool")["stride"].int == 2 else {
+            throw GoldenError.badConfig(case: golden.name, key: "maxpool", expected: "kernel_size 2, stride 2")
+        }
+        guard try golden.setting("pad_multiple").int == 1 << (c.numStages - 1) else {
+            throw GoldenError.badConfig(case: golden.name, key: "pad_multiple", expected: "2^(num_stages - 1)")
+        }
+        guard try golden.setting("normalize_clamp_min").double == 1e-12 else {
+            throw GoldenError.badConfig(case: golden.name, key: "normalize_clamp_min", expected: "1e-12")
+        }
+        return c
+    }
+
+    /// unet_head / unet_head_raw / unet_head_bn: F-LMM's UNetHead in training mode; out.y, the
+    /// gradients of in.x and every parameter, and (BatchNorm) the updated buffers.
+    static let unetHead: CaseRunner = { golden in
+        var rng = PhiloxRNG(seed: 0)
+        let head = UNetHead(try unetConfig(golden), rng: &rng)
+        var state = golden.stateDict()
+        for (k, t) in golden.int64s where k.hasPrefix("param.") {
+            state[String(k.dropFirst(6))] = Tensor(shape: t.shape, data: t.values.map { Float($0) })
+        }
+        try head.load(stateDict: state)
+        head.train()
+        let x = try golden.leaf("in.x")
+        let y = try head(x)
+        try golden.runBackward(outputs: ["y": y])
+        var r = result(outputs: ["y": y], inputs: ["x": x], module: head)
+        for (k, b) in head.namedBuffers() {
+            if k.hasSuffix("num_batches_tracked") {
+                r.int64s["out.buffer.\(k)"] = (b.shape, b.data.map { Int64($0) })
+            } else {
+                r.tensors["out.buffer.\(k)"] = b.detached()
+            }
+        }
         return r
     }
 }

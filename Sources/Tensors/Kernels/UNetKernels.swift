@@ -1,0 +1,511 @@
+// Fused kernels of F-LMM's U-Net mask head, on channel-major activations.
+//
+// Legend: C input channels, O output channels, N images, H W map size, k kernel size (1 or 3,
+// stride 1, "same" zero padding p = (k−1)/2), K = C·k² the reduction of the convolution,
+// P = N·H·W positions. Layout "CNHW": activations are [C, N, H, W], so that a convolution of
+// all N images is ONE GEMM with P columns, and concatenating channels is concatenating memory.
+//
+//   convCNHW            y [O, P] = W [O, K] · im2col(x) [K, P]  (im2col read through offsets)
+//     weight grad       dW [O, K] += dy [O, P₀..P₁] · im2colᵀ, in chunks of positions whose
+//                       im2col block is materialised (contiguous) and accumulated in p order
+//     input grad        dx [C, P] = W̃ [C, O·k²] · im2col(dy padded by k−1−p), W̃ the flipped
+//                       transposed kernel (a correlation on GEMM)
+//   groupNormReLUCNHW   out = relu(GroupNorm(x)); statistics per (image, group) in Double
+//   upsampledConvCNHW   y = conv_k(pad(bilinear_up(x))) computed at low resolution:
+//                       P_t = W_t · x for each tap t (one GEMM), then for each tap row i,
+//                       R_i = Σ_j shift_j(up_w(P_ij)) at low height, y = Σ_i shift_i(up_h(R_i)).
+//                       Exact in real arithmetic (channel mixing commutes with the per-channel
+//                       interpolation, and the vertical interpolation with horizontal shifts);
+//                       k²·(H·W)/(h·w) times fewer multiply-adds than convolving the upsampled map.
+//
+// Determinism: every GEMM keeps gemmReference's order (k order per element, accumulation across
+// position chunks continues the exact partial sums); every elementwise / reduction loop splits
+// whole rows or planes over threads and reduces in a fixed order (8-lane Double partials per
+// row, lanes then rows combined in index order). Results are bitwise identical on any thread
+// count.
+
+/// Geometry of an upsampled convolution: the bilinear axes (low → upsampled size), the output
+/// frame (upsampled size plus zero padding at the bottom/right) and the kernel size.
+public struct UpsampledConvPlan: Sendable, Equatable {
+    public let up: InterpolationPlan
+    /// Output frame [frameH, frameW] ⊇ the upsampled map [up.h.outSize, up.w.outSize].
+    public let frameH: Int, frameW: Int
+    /// 1 or 3 (padding (k−1)/2).
+    public let kernelSize: Int
+
+    public init(up: InterpolationPlan, frameH: Int, frameW: Int, kernelSize: Int) {
+        precondition(up.mode == .bilinear, "UpsampledConvPlan: bilinear interpolation only")
+        precondition(frameH >= up.h.outSize && frameW >= up.w.outSize,
+                     "UpsampledConvPlan: frame \(frameH)×\(frameW) smaller than the upsampled \(up.h.outSize)×\(up.w.outSize)")
+        precondition(kernelSize == 1 || kernelSize == 3, "UpsampledConvPlan: kernel size \(kernelSize) is not 1 or 3")
+        self.up = up
+        self.frameH = frameH
+        self.frameW = frameW
+        self.kernelSize = kernelSize
+    }
+}
+
+extension Kernels {
+    // MARK: - helpers
+
+    /// Σ of `n` values from `p` as Double: 8 lane partials (lane = index mod 8), then the lanes
+    /// in order. A fixed order whatever the caller's thread.
+    @inline(__always)
+    static func laneSum<T: BinaryFloatingPoint>(_ n: Int, _ value: (Int) -> T) -> Double {
+        var acc = SIMD8<Double>()
+        var i = 0
+        while i + 8 <= n {
+            acc += SIMD8<Double>(Double(value(i)), Double(value(i + 1)), Double(value(i + 2)), Double(value(i + 3)),
+                                 Double(value(i + 4)), Double(value(i + 5)), Double(value(i + 6)), Double(value(i + 7)))
+            i += 8
+        }
+        var tail = SIMD8<Double>()
+        for j in i..<n { tail[j - i] = Double(value(j)) }
+        acc += tail
+        var s = 0.0
+        for l in 0..<8 { s += acc[l] }
+        return s
+    }
+
+    /// Zero-padded copy [C, N, H + 2p, W + 2p] of x [C, N, H, W].
+    static func padCNHW<T: BinaryFloatingPoint & Sendable>(_ x: UnsafePointer<T>, planes: Int, h: Int, w: Int, pad p: Int) -> [T] {
+        let hp = h + 2 * p, wp = w + 2 * p
+        var out = [T](repeating: 0, count: planes * hp * wp)
+        out.withUnsafeMutableBufferPointer { ob in
+            let op = SendablePointer(ob.baseAddress!), xp = SendableConstPointer(x)
+            Parallel.forEach(planes, grain: max(1, 16384 / max(h * w, 1))) { pl in
+                for y in 0..<h {
+                    (op.base + (pl * hp + y + p) * wp + p).update(from: xp.base + (pl * h + y) * w, count: w)
+                }
+            }
+        }
+        return out
+    }
+
+    /// im2col offsets over a padded [C, N, Hp, Wp] buffer: rows (c, i, j), columns (n, y, x).
+    static func cnhwOffsets(c: Int, n: Int, h: Int, w: Int, k: Int, hp: Int, wp: Int) -> (rows: [Int], cols: [Int]) {
+        var rows = [Int](repeating: 0, count: c * k * k)
+        for ch in 0..<c {
+            for i in 0..<k { for j in 0..<k { rows[(ch * k + i) * k + j] = ch * n * hp * wp + i * wp + j } }
+        }
+        var cols = [Int](repeating: 0, count: n * h * w)
+        for img in 0..<n {
+            for y in 0..<h { for x in 0..<w { cols[(img * h + y) * w + x] = img * hp * wp + y * wp + x } }
+        }
+        return (rows, cols)
+    }
+
+    // MARK: - convolution, stride 1, same padding, no bias
+
+    /// y [O, N, H, W] = conv(x [C, N, H, W], weight [O, C, k, k]) with zero padding (k−1)/2.
+    public static func convCNHW<T: BinaryFloatingPoint & Sendable>(_ x: [T], c: Int, n: Int, h: Int, w: Int,
+                                                                   weight: [T], o: Int, k: Int) -> [T] {
+        precondition(k % 2 == 1 && x.count == c * n * h * w && weight.count == o * c * k * k,
+                     "convCNHW: x \(x.count) for [\(c), \(n), \(h), \(w)], weight \(weight.count) for [\(o), \(c), \(k), \(k)]")
+        let p = (k - 1) / 2, hp = h + 2 * p, wp = w + 2 * p
+        var y = [T](repeating: 0, count: o * n * h * w)
+        if y.isEmpty || c == 0 { return y }
+        let xp = p > 0 ? x.withUnsafeBufferPointer { padCNHW($0.baseAddress!, planes: c * n, h: h, w: w, pad: p) } : x
+        let (rowOff, colOff) = cnhwOffsets(c: c, n: n, h: h, w: w, k: k, hp: hp, wp: wp)
+        xp.withUnsafeBufferPointer { bp in
+            weight.withUnsafeBufferPointer { wb in
+                y.withUnsafeMutableBufferPointer { yb in
+                    gemmMappedB(m: o, n: n * h * w, k: c * k * k, a: wb.baseAddress!, lda: c * k * k, transA: false,
+                                base: bp.baseAddress!, rowOff: rowOff, colOff: colOff,
+                                c: yb.baseAddress!, ldc: n * h * w, accumulate: false)
+                }
+            }
+        }
+        return y
+    }
+
+    /// Gradients of `convCNHW` from gy [O, N, H, W]: dx [C, N, H, W] and dweight [O, C, k, k].
+    public static func convCNHWBackward<T: BinaryFloatingPoint & Sendable>(
+        _ gy: [T], x: [T], c: Int, n: Int, h: Int, w: Int, weight: [T], o: Int, k: Int,
+        needX: Bool, needWeight: Bool
+    ) -> (dx: [T]?, dweight: [T]?) {
+        let p = (k - 1) / 2, hp = h + 2 * p, wp = w + 2 * p, kk = c * k * k, pos = n * h * w
+        var dweight: [T]? = nil
+        if needWeight {
+            var dw = [T](repeating: 0, count: o * kk)
+            if pos > 0 && kk > 0 && o > 0 {
+                let xp = p > 0 ? x.withUnsafeBufferPointer { padCNHW($0.baseAddress!, planes: c * n, h: h, w: w, pad: p) } : x
+                // Chunks of whole image rows; the chunk's im2col block [K, rows·W] stays about 1 MB
+                // and is copied row segment by row segment (contiguous runs of W floats).
+                let imageRows = n * h
+                let rowsPerChunk = max(1, min(imageRows, (1 << 18) / max(kk * w, 1)))
+                var col = [T](repeating: 0, count: kk * rowsPerChunk * w)
+                xp.withUnsafeBufferPointer { bp in
+                    gy.withUnsafeBufferPointer { gb in
+                        dw.withUnsafeMutableBufferPointer { db in
+                            var r0 = 0
+                            while r0 < imageRows {
+                                let nr = min(rowsPerChunk, imageRows - r0), len = nr * w, first = r0
+                                col.withUnsafeMutableBufferPointer { cb in
+                                    let cp = SendablePointer(cb.baseAddress!), src = SendableConstPointer(bp.baseAddress!)
+                                    Parallel.forEach(kk, grain: max(1, 8192 / len)) { r in
+                                        let ch = r / (k * k), t = r % (k * k), i = t / k, j = t % k
+                                        for q in 0..<nr {
+                                            let img = (first + q) / h, y = (first + q) % h
+                                            let from = src.base + ((ch * n + img) * hp + y + i) * wp + j
+                                            (cp.base + r * len + q * w).update(from: from, count: w)
+                                        }
+                                    }
+                                    // dW[O, K] (+)= dy[:, positions of the chunk] · col[K, len]ᵀ
+                                    gemmGeneric(transA: false, transB: true, m: o, n: kk, k: len,
+                                                a: gb.baseAddress! + first * w, lda: pos, b: cb.baseAddress!, ldb: len,
+                                                c: db.baseAddress!, ldc: kk, accumulate: first > 0)
+                                }
+                                r0 += nr
+                            }
+                        }
+                    }
+                }
+            }
+            dweight = dw
+        }
+        var dx: [T]? = nil
+        if needX {
+            var gx = [T](repeating: 0, count: c * pos)
+            if pos > 0 && c > 0 && o > 0 {
+                // W̃[c, (o, i, j)] = W[o, c, k−1−i, k−1−j]
+                let k2 = o * k * k
+                let taps = k * k
+                var wt = [T](repeating: 0, count: c * k2)
+                wt.withUnsafeMutableBufferPointer { wb in
+                    weight.withUnsafeBufferPointer { sb in
+                        // Blocks of 16 input channels: each output channel's row segment is read once.
+                        for c0 in stride(from: 0, to: c, by: 16) {
+                            for oc in 0..<o {
+                                for ch in c0..<min(c, c0 + 16) {
+                                    let src = sb.baseAddress! + (oc * c + ch) * taps, dst = wb.baseAddress! + ch * k2 + oc * taps
+                                    for t in 0..<taps { dst[t] = src[taps - 1 - t] }
+                                }
+                            }
+                        }
+                    }
+                }
+                let q = k - 1 - p
+                let gyp = q > 0 ? gy.withUnsafeBufferPointer { padCNHW($0.baseAddress!, planes: o * n, h: h, w: w, pad: q) } : gy
+                let (rowOff, colOff) = cnhwOffsets(c: o, n: n, h: h, w: w, k: k, hp: h + 2 * q, wp: w + 2 * q)
+                gyp.withUnsafeBufferPointer { bp in
+                    wt.withUnsafeBufferPointer { wb in
+                        gx.withUnsafeMutableBufferPointer { xb in
+                            gemmMappedB(m: c, n: pos, k: k2, a: wb.baseAddress!, lda: k2, transA: false,
+                                        base: bp.baseAddress!, rowOff: rowOff, colOff: colOff,
+                                        c: xb.baseAddress!, ldc: pos, accumulate: false)
+                        }
+                    }
+                }
+            }
+            dx = gx
+        }
+        return (dx, dweight)
+    }
+
+    // MARK: - GroupNorm + ReLU
+
+    /// Statistics of GroupNorm on x [C, N, H, W]: mean and rstd per (image, group), index n·G + g.
+    public static func groupNormStatsCNHW<T: BinaryFloatingPoint & Sendable>(
+        _ x: [T], c: Int, n: Int, hw: Int, groups: Int, eps: Double
+    ) -> (mean: [Double], rstd: [Double]) {
+        let cg = c / groups, m = Double(cg * hw)
+        var rowSum = [Double](repeating: 0, count: c * n)
+        rowSums(x, rows: c * n, len: hw, into: &rowSum) { v, _ in v }
+        var mean = [Double](repeating: 0, count: n * groups)
+        for img in 0..<n {
+            for g in 0..<groups {
+                var s = 0.0
+                for ch in (g * cg)..<((g + 1) * cg) { s += rowSum[ch * n + img] }
+                mean[img * groups + g] = s / m
+            }
+        }
+        var rowSq = [Double](repeating: 0, count: c * n)
+        let means = mean
+        rowSums(x, rows: c * n, len: hw, into: &rowSq) { v, row in
+            let d = v - means[(row % n) * groups + (row / n) / cg]
+            return d * d
+        }
+        var rstd = [Double](repeating: 0, count: n * groups)
+        for img in 0..<n {
+            for g in 0..<groups {
+                var s = 0.0
+                for ch in (g * cg)..<((g + 1) * cg) { s += rowSq[ch * n + img] }
+                rstd[img * groups + g] = 1 / (s / m + eps).squareRoot()
+            }
+        }
+        return (mean, rstd)
+    }
+
+    /// out[r] = Σ_i f(x[r·len + i], r) (Double) for every row r, each row by one thread.
+    static func rowSums<T: BinaryFloatingPoint & Sendable>(_ x: [T], rows: Int, len: Int, into out: inout [Double],
+                                                          _ f: @Sendable (Double, Int) -> Double) {
+        x.withUnsafeBufferPointer { xb in
+            out.withUnsafeMutableBufferPointer { ob in
+                guard let base = xb.baseAddress else { return }
+                let xp = SendableConstPointer(base), op = SendablePointer(ob.baseAddress!)
+                Parallel.forEach(rows, grain: max(1, 16384 / max(len, 1))) { r in
+                    let row = xp.base + r * len
+                    op[r] = laneSum(len) { i -> Double in f(Double(row[i]), r) }
+                }
+            }
+        }
+    }
+
+    /// relu(GroupNorm(x)) on x [C, N, H, W]: y = max(0, (x − mean)·rstd·γ[c] + β[c]), evaluated in
+    /// Double and rounded once.
+    public static func groupNormReLUCNHW<T: BinaryFloatingPoint & Sendable>(
+        _ x: [T], c: Int, n: Int, hw: Int, groups: Int, mean: [Double], rstd: [Double], weight: [T], bias: [T]
+    ) -> [T] {
+        let cg = c / groups
+        var y = [T](repeating: 0, count: x.count)
+        if y.isEmpty { return y }
+        x.withUnsafeBufferPointer { xb in
+            y.withUnsafeMutableBufferPointer { yb in
+                let xp = SendableConstPointer(xb.baseAddress!), yp = SendablePointer(yb.baseAddress!)
+                Parallel.forEach(c * n, grain: max(1, 16384 / max(hw, 1))) { r in
+                    let ch = r / n, img = r % n, st = img * groups + ch / cg
+                    let a = rstd[st] * Double(weight[ch]), b = Double(bias[ch]) - mean[st] * a
+                    let src = xp.base + r * hw, dst = yp.base + r * hw
+                    for i in 0..<hw {
+                        let v = Double(src[i]) * a + b
+                        dst[i] = v > 0 ? T(v) : 0
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// Gradients of `groupNormReLUCNHW` from g (gradient of the output `y`): dx, dweight, dbias.
+    public static func groupNormReLUCNHWBackward<T: BinaryFloatingPoint & Sendable>(
+        _ g: [T], x: [T], y: [T], c: Int, n: Int, hw: Int, groups: Int, mean: [Double], rstd: [Double], weight: [T]
+    ) -> (dx: [T], dweight: [T], dbias: [T]) {
+        let cg = c / groups, m = Double(cg * hw), rows = c * n
+        var sumG = [Double](repeating: 0, count: rows), sumGX = sumG
+        g.withUnsafeBufferPointer { gb in
+            x.withUnsafeBufferPointer { xb in
+                y.withUnsafeBufferPointer { yb in
+                    sumG.withUnsafeMutableBufferPointer { sb in
+                        sumGX.withUnsafeMutableBufferPointer { sxb in
+                            guard let g0 = gb.baseAddress, let x0 = xb.baseAddress, let y0 = yb.baseAddress else { return }
+                            let gp = SendableConstPointer(g0), xp = SendableConstPointer(x0), yp = SendableConstPointer(y0)
+                            let sp = SendablePointer(sb.baseAddress!), sxp = SendablePointer(sxb.baseAddress!)
+                            Parallel.forEach(rows, grain: max(1, 16384 / max(hw, 1))) { r in
+                                let st = (r % n) * groups + (r / n) / cg, mm = mean[st], rs = rstd[st]
+                                let gr = gp.base + r * hw, xr = xp.base + r * hw, yr = yp.base + r * hw
+                                sp[r] = laneSum(hw) { i -> T in yr[i] > 0 ? gr[i] : 0 }
+                                sxp[r] = laneSum(hw) { i -> Double in yr[i] > 0 ? Double(gr[i]) * ((Double(xr[i]) - mm) * rs) : 0 }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        var dweight = [T](repeating: 0, count: c), dbias = dweight
+        for ch in 0..<c {
+            var a = 0.0, b = 0.0
+            for img in 0..<n {
+                a += sumGX[ch * n + img]
+                b += sumG[ch * n + img]
+            }
+            dweight[ch] = T(a)
+            dbias[ch] = T(b)
+        }
+        var s1 = [Double](repeating: 0, count: n * groups), s2 = s1
+        for img in 0..<n {
+            for gi in 0..<groups {
+                var a = 0.0, b = 0.0
+                for ch in (gi * cg)..<((gi + 1) * cg) {
+                    a += Double(weight[ch]) * sumG[ch * n + img]
+                    b += Double(weight[ch]) * sumGX[ch * n + img]
+                }
+                s1[img * groups + gi] = a / m
+                s2[img * groups + gi] = b / m
+            }
+        }
+        var dx = [T](repeating: 0, count: x.count)
+        if dx.isEmpty { return (dx, dweight, dbias) }
+        let (m1, m2) = (s1, s2)
+        g.withUnsafeBufferPointer { gb in
+            x.withUnsafeBufferPointer { xb in
+                y.withUnsafeBufferPointer { yb in
+                    dx.withUnsafeMutableBufferPointer { db in
+                        let gp = SendableConstPointer(gb.baseAddress!), xp = SendableConstPointer(xb.baseAddress!)
+                        let yp = SendableConstPointer(yb.baseAddress!), dp = SendablePointer(db.baseAddress!)
+                        Parallel.forEach(rows, grain: max(1, 16384 / max(hw, 1))) { r in
+                            let ch = r / n, st = (r % n) * groups + ch / cg
+                            let mm = mean[st], rs = rstd[st], wc = Double(weight[ch]), a = m1[st], b = m2[st]
+                            let gr = gp.base + r * hw, xr = xp.base + r * hw, yr = yp.base + r * hw, dr = dp.base + r * hw
+                            for i in 0..<hw {
+                                let xh = (Double(xr[i]) - mm) * rs
+                                let gz = yr[i] > 0 ? Double(gr[i]) * wc : 0
+                                dr[i] = T(rs * (gz - a - xh * b))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (dx, dweight, dbias)
+    }
+
+    // MARK: - upsampled convolution
+
+    /// Wt[(o·k² + t), c] = weight[o, c, t]: the kernel as one row per (output channel, tap).
+    static func tapMajor<T>(_ weight: [T], o: Int, c: Int, taps: Int) -> [T] {
+        var wt = weight
+        for oc in 0..<o { for t in 0..<taps { for ch in 0..<c { wt[(oc * taps + t) * c + ch] = weight[(oc * c + ch) * taps + t] } } }
+        return wt
+    }
+
+    /// y [O, N, frameH, frameW] = conv_k(pad(up(x))) for x [C, N, h, w] (see the file header).
+    public static func upsampledConvCNHW<T: BinaryFloatingPoint & Sendable>(
+        _ x: [T], c: Int, n: Int, weight: [T], o: Int, _ plan: UpsampledConvPlan
+    ) -> [T] {
+        let (h, w) = (plan.up.h.inSize, plan.up.w.inSize), k = plan.kernelSize, taps = k * k
+        let (fh, fw) = (plan.frameH, plan.frameW)
+        precondition(x.count == c * n * h * w && weight.count == o * c * taps,
+                     "upsampledConvCNHW: x \(x.count) for [\(c), \(n), \(h), \(w)], weight \(weight.count) for [\(o), \(c), \(k), \(k)]")
+        let lowP = n * h * w
+        var proj = [T](repeating: 0, count: o * taps * lowP)   // P [(o, t), N, h, w]
+        let wt = tapMajor(weight, o: o, c: c, taps: taps)
+        if c > 0 && lowP > 0 && o > 0 {
+            wt.withUnsafeBufferPointer { wb in
+                x.withUnsafeBufferPointer { xb in
+                    proj.withUnsafeMutableBufferPointer { pb in
+                        gemmGeneric(transA: false, transB: false, m: o * taps, n: lowP, k: c, a: wb.baseAddress!, lda: c,
+                                    b: xb.baseAddress!, ldb: lowP, c: pb.baseAddress!, ldc: lowP, accumulate: false)
+                    }
+                }
+            }
+        }
+        var y = [T](repeating: 0, count: o * n * fh * fw)
+        if y.isEmpty { return y }
+        let uh = plan.up.h, uw = plan.up.w, pad = (k - 1) / 2, hs = uh.outSize, ws = uw.outSize
+        proj.withUnsafeBufferPointer { pb in
+            y.withUnsafeMutableBufferPointer { yb in
+                let pp = SendableConstPointer(pb.baseAddress!), yp = SendablePointer(yb.baseAddress!)
+                Parallel.forEach(o * n) { job in
+                    let oc = job / n, img = job % n
+                    var acc = [Double](repeating: 0, count: fh * fw)
+                    var r = [Double](repeating: 0, count: h * fw)
+                    for i in 0..<k {
+                        for e in r.indices { r[e] = 0 }
+                        // R_i[row, X] = Σ_j up_w(P_ij[row])[X + j − pad]
+                        for j in 0..<k {
+                            let src = pp.base + ((oc * taps + i * k + j) * n + img) * h * w
+                            for X in 0..<fw {
+                                let xs = X + j - pad
+                                guard xs >= 0 && xs < ws else { continue }
+                                let a0 = uw.i0[xs], a1 = uw.i1[xs], l0 = Double(uw.l0[xs]), l1 = Double(uw.l1[xs])
+                                for row in 0..<h {
+                                    r[row * fw + X] += l0 * Double(src[row * w + a0]) + l1 * Double(src[row * w + a1])
+                                }
+                            }
+                        }
+                        // y[Y, :] += up_h(R_i)[Y + i − pad, :]
+                        for Y in 0..<fh {
+                            let ys = Y + i - pad
+                            guard ys >= 0 && ys < hs else { continue }
+                            let b0 = uh.i0[ys] * fw, b1 = uh.i1[ys] * fw, l0 = Double(uh.l0[ys]), l1 = Double(uh.l1[ys])
+                            for X in 0..<fw { acc[Y * fw + X] += l0 * r[b0 + X] + l1 * r[b1 + X] }
+                        }
+                    }
+                    let dst = yp.base + job * fh * fw
+                    for e in 0..<(fh * fw) { dst[e] = T(acc[e]) }
+                }
+            }
+        }
+        return y
+    }
+
+    /// Gradients of `upsampledConvCNHW` from gy [O, N, frameH, frameW]: dx [C, N, h, w] and
+    /// dweight [O, C, k, k].
+    public static func upsampledConvCNHWBackward<T: BinaryFloatingPoint & Sendable>(
+        _ gy: [T], x: [T], c: Int, n: Int, weight: [T], o: Int, _ plan: UpsampledConvPlan, needX: Bool, needWeight: Bool
+    ) -> (dx: [T]?, dweight: [T]?) {
+        let (h, w) = (plan.up.h.inSize, plan.up.w.inSize), k = plan.kernelSize, taps = k * k
+        let (fh, fw) = (plan.frameH, plan.frameW), lowP = n * h * w
+        let uh = plan.up.h, uw = plan.up.w, pad = (k - 1) / 2, hs = uh.outSize, ws = uw.outSize
+        // G [(o, t), N, h, w]: the gradient of the low-resolution projections P.
+        var gproj = [T](repeating: 0, count: o * taps * lowP)
+        if !gproj.isEmpty {
+            gy.withUnsafeBufferPointer { gb in
+                gproj.withUnsafeMutableBufferPointer { pb in
+                    let gp = SendableConstPointer(gb.baseAddress!), pp = SendablePointer(pb.baseAddress!)
+                    Parallel.forEach(o * n) { job in
+                        let oc = job / n, img = job % n
+                        let g = gp.base + job * fh * fw
+                        var t = [Double](repeating: 0, count: h * fw)
+                        var acc = [Double](repeating: 0, count: h * w)
+                        for i in 0..<k {
+                            // T_i = up_hᵀ(shift_iᵀ(g)) : [h, frameW]
+                            for e in t.indices { t[e] = 0 }
+                            for Y in 0..<fh {
+                                let ys = Y + i - pad
+                                guard ys >= 0 && ys < hs else { continue }
+                                let b0 = uh.i0[ys] * fw, b1 = uh.i1[ys] * fw, l0 = Double(uh.l0[ys]), l1 = Double(uh.l1[ys])
+                                for X in 0..<fw {
+                                    let gv = Double(g[Y * fw + X])
+                                    t[b0 + X] += l0 * gv
+                                    t[b1 + X] += l1 * gv
+                                }
+                            }
+                            // G_ij = up_wᵀ(shift_jᵀ(T_i)) : [h, w]
+                            for j in 0..<k {
+                                for e in acc.indices { acc[e] = 0 }
+                                for X in 0..<fw {
+                                    let xs = X + j - pad
+                                    guard xs >= 0 && xs < ws else { continue }
+                                    let a0 = uw.i0[xs], a1 = uw.i1[xs], l0 = Double(uw.l0[xs]), l1 = Double(uw.l1[xs])
+                                    for row in 0..<h {
+                                        let tv = t[row * fw + X]
+                                        acc[row * w + a0] += l0 * tv
+                                        acc[row * w + a1] += l1 * tv
+                                    }
+                                }
+                                let dst = pp.base + ((oc * taps + i * k + j) * n + img) * h * w
+                                for e in 0..<(h * w) { dst[e] = T(acc[e]) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let wt = tapMajor(weight, o: o, c: c, taps: taps)
+        var dweight: [T]? = nil
+        if needWeight {
+            var dwt = [T](repeating: 0, count: o * taps * c)   // [(o, t), C]
+            if lowP > 0 && c > 0 && o > 0 {
+                gproj.withUnsafeBufferPointer { gb in
+                    x.withUnsafeBufferPointer { xb in
+                        dwt.withUnsafeMutableBufferPointer { db in
+                            gemmGeneric(transA: false, transB: true, m: o * taps, n: c, k: lowP, a: gb.baseAddress!, lda: lowP,
+                                        b: xb.baseAddress!, ldb: lowP, c: db.baseAddress!, ldc: c, accumulate: false)
+                        }
+                    }
+                }
+            }
+            var dw = dwt
+            for oc in 0..<o { for t in 0..<taps { for ch in 0..<c { dw[(oc * c + ch) * taps + t] = dwt[(oc * taps + t) * c + ch] } } }
+            dweight = dw
+        }
+        var dx: [T]? = nil
+        if needX {
+            var gx = [T](repeating: 0, count: c * lowP)
+            if lowP > 0 && c > 0 && o > 0 {
+                wt.withUnsafeBufferPointer { wb in
+                    gproj.withUnsafeBufferPointer { gb in
+                        gx.withUnsafeMutableBufferPointer { xb in
+                            gemmGeneric(transA: true, transB: false, m: c, n: lowP, k: o * taps, a: wb.baseAddress!, lda: c,
+                                        b: gb.baseAddress!, ldb: lowP, c: xb.baseAddress!, ldc: lowP, accumulate: false)
+                        }
+                    }
+                }
+            }
+            dx = gx
+        }
+        return (dx, dweight)
+    }
+}
