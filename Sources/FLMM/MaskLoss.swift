@@ -30,6 +30,19 @@ public func maskLossTerms(pred: Tensor, gt: Tensor) -> MaskLossTerms {
     return MaskLossTerms(dice: dice, bce: bce, accuracy: accuracy, aiou: aiou)
 }
 
+/// F-LMM's `compute_loss` ground truth: 0/1 masks [N, H, W] resized to the prediction's size
+/// by `F.interpolate(masks[None].float(), size)` (legacy nearest: src = min(⌊dst·Float(in/out)⌋,
+/// in − 1), with out == in and out == 2·in exact) → [N, size.0, size.1]. No gradient.
+public func resizedGroundTruth(_ masks: Tensor, to size: (height: Int, width: Int)) -> Tensor {
+    precondition(masks.rank == 3 && size.height > 0 && size.width > 0,
+                 "resizedGroundTruth: masks \(masks.shape) must be [N, H, W], size \(size) positive")
+    let n = masks.shape[0]
+    return Autograd.noGrad {
+        interpolate(masks.detached().reshape([1, n, masks.shape[1], masks.shape[2]]), size: size, mode: .nearest)
+            .reshape([n, size.height, size.width])
+    }
+}
+
 /// F-LMM's logged values: with b = (σ(pred) > 0.5), accuracy = mean(b == gt) and
 /// aiou = mean_i I_i / (U_i + 1e-12) with I = Σ b·gt, U = Σ (b + gt − b·gt) per mask (Float32).
 public func binarizedAccuracyAndIoU(logits pred: Tensor, gt: Tensor) -> (accuracy: Float, aiou: Float) {

@@ -50,6 +50,6 @@ public final class TextEmbedding: Module {
         }
         let rows = try AttentionMaps.phraseRows(maskIDs: maskIDs, numMasks: numMasks)
         let hs = weightedHiddenStates(hiddenStates)
-        return (hs, rows.map { linear(hs.indexSelect(dim: 0, index: $0), weight: textProj.weight, bias: textProj.bias) })
+        return (hs, rows.map { textProj(hs.indexSelect(dim: 0, index: $0)) })
     }
 }

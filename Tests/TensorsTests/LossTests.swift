@@ -99,4 +99,16 @@ final class LossTests: XCTestCase {
 
     func testGoldenDice() throws { try assertGoldenPasses("loss_dice") }
     func testGoldenBCE() throws { try assertGoldenPasses("loss_bce") }
+
+    func testGroundTruthNearestResize() {
+        // 3 → 5 rows: src = ⌊dst·0.6⌋ = 0, 0, 1, 1, 2; 4 → 8 columns: dst >> 1.
+        let m = Tensor(shape: [1, 3, 4], data: (0..<12).map(Float.init))
+        let r = resizedGroundTruth(m, to: (5, 8))
+        XCTAssertEqual(r.shape, [1, 5, 8])
+        let rows = [0, 0, 1, 1, 2], cols = [0, 0, 1, 1, 2, 2, 3, 3]
+        XCTAssertEqual(r.data, rows.flatMap { y in cols.map { Float(y * 4 + $0) } })
+        // Downsampling 5 → 2: ⌊dst·2.5⌋ = 0, 2.
+        let d = resizedGroundTruth(Tensor(shape: [1, 1, 5], data: [1, 2, 3, 4, 5]), to: (1, 2))
+        XCTAssertEqual(d.data, [1, 3])
+    }
 }
