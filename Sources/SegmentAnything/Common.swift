@@ -10,13 +10,14 @@ import Tensors
 public enum Activation: String, Sendable {
     /// `nn.ReLU` (TwoWayTransformer's MLP, MaskDecoder's MLP heads).
     case relu
-    /// `nn.GELU()`, the exact erf form (image encoder MLP, mask downscaling, output upscaling).
+    /// `nn.GELU()`, the exact erf form (image encoder MLP, mask downscaling, output upscaling);
+    /// computed with the vectorised erf (`Tensor.geluVectorized`).
     case gelu
 
     @inline(__always) func callAsFunction(_ x: Tensor) -> Tensor {
         switch self {
         case .relu: return x.relu()
-        case .gelu: return x.gelu()
+        case .gelu: return x.geluVectorized()
         }
     }
 }

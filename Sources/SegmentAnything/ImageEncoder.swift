@@ -60,29 +60,27 @@ public final class ViTAttention: Module {
     }
 
     /// x [B, H, W, D] → [B, H, W, D].
-    ///   qkv = Linear(x) → [3, B·NH, H·W, hd]; attn = (q·hd^-½) @ kᵀ
-    ///   + rel_h[b, qh, qw, kh] + rel_w[b, qh, qw, kw] (decomposed relative position, from the
-    ///   unscaled q); softmax; out = proj(attn @ v).
+    ///   q, k, v = Linear(x) split in three [B, H·W, D] (head h: columns h·hd ..< (h+1)·hd);
+    ///   attn = softmax((q·hd^-½) @ kᵀ + rel_h + rel_w) per head (decomposed relative position
+    ///   from the unscaled q); out = proj(attn @ v). On the fused attention op.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4, "ViTAttention: input \(x.shape) must be [B, H, W, D]")
         let (b, h, w, d) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
         precondition(d == qkv.inFeatures, "ViTAttention: input \(x.shape) has D \(d), qkv expects \(qkv.inFeatures)")
         let hd = d / numHeads
-        let bh = b * numHeads
-        let qkvOut = apply(qkv, x).reshape([b, h * w, 3, numHeads, hd]).permute([2, 0, 3, 1, 4])
-            .reshape([3, bh, h * w, hd])
-        let q = qkvOut.narrow(dim: 0, start: 0, length: 1).reshape([bh, h * w, hd])
-        let k = qkvOut.narrow(dim: 0, start: 1, length: 1).reshape([bh, h * w, hd])
-        let v = qkvOut.narrow(dim: 0, start: 2, length: 1).reshape([bh, h * w, hd])
+        let qkvOut = apply(qkv, x).reshape([b, h * w, 3 * d])
+        let q = qkvOut.narrow(dim: 2, start: 0, length: d)
+        let k = qkvOut.narrow(dim: 2, start: d, length: d)
+        let v = qkvOut.narrow(dim: 2, start: 2 * d, length: d)
         // self.scale = head_dim ** -0.5 (a Python float), applied to q in float32.
         let scale = Float(pow(Double(hd), -0.5))
-        var attn = matmul(q * scale, k.transpose(1, 2))
+        var relPos: (rh: Tensor, rw: Tensor, qSize: (Int, Int), kSize: (Int, Int))?
         if let relPosH, let relPosW {
-            attn = addDecomposedRelPos(attn, q: q, relPosH: relPosH, relPosW: relPosW, qSize: (h, w), kSize: (h, w))
+            relPos = (getRelPos(qSize: h, kSize: h, relPos: relPosH), getRelPos(qSize: w, kSize: w, relPos: relPosW),
+                      (h, w), (h, w))
         }
-        attn = attn.softmax(dim: -1)
-        let out = matmul(attn, v).reshape([b, numHeads, h, w, hd]).permute([0, 2, 3, 1, 4]).reshape([b, h, w, d])
-        return apply(proj, out)
+        let out = multiHeadAttention(q: q, k: k, v: v, numHeads: numHeads, scale: .multiplyQuery(scale), relPos: relPos)
+        return apply(proj, out.reshape([b, h, w, d]))
     }
 }
 
@@ -102,26 +100,6 @@ func getRelPos(qSize: Int, kSize: Int, relPos: Tensor) -> Tensor {
         }
     }
     return relPos.indexSelect(dim: 0, index: index).reshape([qSize, kSize, relPos.shape[1]])
-}
-
-/// `add_decomposed_rel_pos`: attn [B, qh·qw, kh·kw] + rel_h[b, i, j, kh] + rel_w[b, i, j, kw]
-/// with rel_h = einsum("bhwc,hkc->bhwk", q, Rh), rel_w = einsum("bhwc,wkc->bhwk", q, Rw).
-/// q [B, qh·qw, C].
-func addDecomposedRelPos(_ attn: Tensor, q: Tensor, relPosH: Tensor, relPosW: Tensor,
-                         qSize: (Int, Int), kSize: (Int, Int)) -> Tensor {
-    let (qh, qw) = qSize, (kh, kw) = kSize
-    let rh = getRelPos(qSize: qh, kSize: kh, relPos: relPosH)  // [qh, kh, C]
-    let rw = getRelPos(qSize: qw, kSize: kw, relPos: relPosW)  // [qw, kw, C]
-    let b = q.shape[0], c = q.shape[2]
-    let rq = q.reshape([b, qh, qw, c])
-    // rel_h: for each row i: [B·qw, C] @ Rh[i]ᵀ → [qh, B·qw, kh] → [B, qh, qw, kh].
-    let relH = matmul(rq.permute([1, 0, 2, 3]).reshape([qh, b * qw, c]), rh.transpose(1, 2))
-        .reshape([qh, b, qw, kh]).permute([1, 0, 2, 3])
-    // rel_w: for each column j: [B·qh, C] @ Rw[j]ᵀ → [qw, B·qh, kw] → [B, qh, qw, kw].
-    let relW = matmul(rq.permute([2, 0, 1, 3]).reshape([qw, b * qh, c]), rw.transpose(1, 2))
-        .reshape([qw, b, qh, kw]).permute([1, 2, 0, 3])
-    let a = attn.reshape([b, qh, qw, kh, kw]) + relH.reshape([b, qh, qw, kh, 1]) + relW.reshape([b, qh, qw, 1, kw])
-    return a.reshape([b, qh * qw, kh * kw])
 }
 
 /// `window_partition`: x [B, H, W, C] zero-padded to multiples of ws → windows

@@ -91,15 +91,20 @@ public final class MaskDecoder: Module {
         let (hs, keys) = transformer(imageEmbedding: src, imagePE: posSrc, pointEmbedding: tokens)
         let iouTokenOut = hs.narrow(dim: 1, start: 0, length: 1).reshape([b, c])
 
-        let srcImage = keys.transpose(1, 2).reshape([b, c, h, w])
-        let upscaled = apply(upscaleConv2, upscaleNorm(apply(upscaleConv1, srcImage)).gelu()).gelu()
+        // Output upscaling, computed token-major (NHWC) from the transformer's keys [B, h·w, C]:
+        // each ConvTranspose2d(k=2, s=2) is a Linear to the 2×2 sub-pixels then a pixel
+        // shuffle, LayerNorm2d is a LayerNorm over the channels. Same values as NCHW.
+        var up = convTranspose2x2TokenMajor(keys, h: h, w: w, upscaleConv1)        // [B, 4hw, C/4]
+        up = layerNorm(up, normalizedShape: [upscaleNorm.numChannels], weight: upscaleNorm.weight,
+                       bias: upscaleNorm.bias, eps: upscaleNorm.eps).geluVectorized()
+        up = convTranspose2x2TokenMajor(up, h: 2 * h, w: 2 * w, upscaleConv2).geluVectorized()  // [B, 16hw, C/8]
         var hyper: [Tensor] = []
         for i in 0..<numMaskTokens {
             hyper.append(outputHypernetworksMLPs[i](hs.narrow(dim: 1, start: 1 + i, length: 1)))  // [B, 1, C/8]
         }
         let hyperIn = cat(hyper, dim: 1)                                                     // [B, M, C/8]
-        let (c8, uh, uw) = (upscaled.shape[1], upscaled.shape[2], upscaled.shape[3])
-        let masks = matmul(hyperIn, upscaled.reshape([b, c8, uh * uw])).reshape([b, numMaskTokens, uh, uw])
+        // masks[b, m, p] = Σ_c hyper[b, m, c] · up[b, p, c]
+        let masks = matmul(up, hyperIn.transpose(1, 2)).transpose(1, 2).reshape([b, numMaskTokens, 4 * h, 4 * w])
         let iouPred = iouPredictionHead(iouTokenOut)
         return (masks, iouPred)
     }
@@ -112,4 +117,20 @@ func repeatInterleave(_ x: Tensor, to b: Int) -> Tensor {
     if bi == 1 { return x.expand([b] + Array(x.shape.dropFirst())) }
     let r = b / bi
     return x.indexSelect(dim: 0, index: (0..<b).map { $0 / r })
+}
+
+/// `ConvTranspose2d(C, C', kernel_size=2, stride=2)` on token-major input: x [B, h·w, C]
+/// (token y·w + x) → [B, (2h)·(2w), C'] token-major. out[2y+dy, 2x+dx, c'] =
+/// Σ_c x[y, x, c]·W[c, c', dy, dx] + bias[c'] as one Linear to [B, h, w, dy, dx, C'] and a
+/// pixel shuffle.
+func convTranspose2x2TokenMajor(_ x: Tensor, h: Int, w: Int, _ conv: ConvTranspose2d) -> Tensor {
+    precondition(conv.kernelSize == 2 && conv.stride == 2 && conv.padding == 0 && conv.outputPadding == 0
+                 && conv.dilation == 1, "convTranspose2x2TokenMajor: needs kernel 2, stride 2, no padding")
+    precondition(x.rank == 3 && x.shape[1] == h * w && x.shape[2] == conv.inChannels,
+                 "convTranspose2x2TokenMajor: input \(x.shape) must be [B, \(h)·\(w), \(conv.inChannels)]")
+    let (b, c, co) = (x.shape[0], conv.inChannels, conv.outChannels)
+    let weight = conv.weight.permute([2, 3, 1, 0]).reshape([4 * co, c])              // [(dy, dx, c'), c]
+    let bias = conv.bias.map { $0.unsqueeze(0).expand([4, co]).reshape([4 * co]) }
+    return linear(x, weight: weight, bias: bias).reshape([b, h, w, 2, 2, co]).permute([0, 1, 3, 2, 4, 5])
+        .reshape([b, 4 * h * w, co])
 }

@@ -103,9 +103,16 @@ public final class PromptEncoder: Module {
         noMaskEmbed = Embedding(1, c.embedDim, rng: &rng)
     }
 
-    /// `get_dense_pe()`: the positional encoding of the image-embedding grid, [1, E, h, w].
+    /// The last dense PE and the Gaussian matrix it was computed from.
+    private var densePECache: (gaussian: [Float], pe: Tensor)?
+
+    /// `get_dense_pe()`: the positional encoding of the image-embedding grid, [1, E, h, w]. A
+    /// constant (no gradient); computed once and reused until the Gaussian matrix changes.
     public func getDensePE() -> Tensor {
-        peLayer(config.imageEmbeddingSize).unsqueeze(0)
+        if let c = densePECache, c.gaussian == peLayer.gaussianMatrix.data { return c.pe }
+        let pe = peLayer(config.imageEmbeddingSize).unsqueeze(0)
+        densePECache = (peLayer.gaussianMatrix.data, pe)
+        return pe
     }
 
     /// `_embed_points`: coords [B, N, 2] (pixels of the input frame), labels [B][N] in
@@ -145,9 +152,9 @@ public final class PromptEncoder: Module {
     public func embedMasks(_ masks: Tensor) -> Tensor {
         precondition(masks.rank == 4 && masks.shape[1] == 1, "embedMasks: masks \(masks.shape) must be [B, 1, H, W]")
         var y = apply(maskConv1, masks)
-        y = maskNorm1(y).gelu()
+        y = maskNorm1(y).geluVectorized()
         y = apply(maskConv2, y)
-        y = maskNorm2(y).gelu()
+        y = maskNorm2(y).geluVectorized()
         return apply(maskConv3, y)
     }
 

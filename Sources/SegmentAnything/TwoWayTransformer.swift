@@ -31,10 +31,14 @@ public final class Attention: Module {
         outProj = Linear(internalDim, embeddingDim, rng: &rng)
     }
 
-    /// q [B, Nq, C], k [B, Nk, C], v [B, Nk, C] → [B, Nq, C].
+    /// q [B, Nq, C], k [B, Nk, C], v [B, Nk, C] → [B, Nq, C]:
+    /// out_proj(softmax(q_h k_hᵀ / √(I/NH)) v_h over heads), on the fused attention op.
     public func callAsFunction(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
-        samAttention(q: q, k: k, v: v, qProj: (qProj.weight, qProj.bias), kProj: (kProj.weight, kProj.bias),
-                     vProj: (vProj.weight, vProj.bias), outProj: (outProj.weight, outProj.bias), numHeads: numHeads)
+        let internalDim = qProj.outFeatures
+        let headDim = internalDim / numHeads
+        let o = multiHeadAttention(q: apply(qProj, q), k: apply(kProj, k), v: apply(vProj, v), numHeads: numHeads,
+                                   scale: .divide(Float(Double(headDim).squareRoot())))
+        return apply(outProj, o)
     }
 }
 

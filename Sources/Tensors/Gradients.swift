@@ -69,6 +69,13 @@ public enum Primitive: Sendable {
     case groupNormReLUCNHW(GroupNormReLUPlan)
     // convolution of the bilinearly upsampled, zero-padded input, computed at low resolution, inputs [x, weight].
     case upsampledConvCNHW(UpsampledConvPlan)
+
+    // MARK: SAM ops — cases go here
+    // Fused multi-head attention: inputs [q, k, v] or [q, k, v, rh, rw]; the softmax
+    // probabilities of the forward are kept for the closed-form backward.
+    case multiHeadAttention(AttentionGeometry, probs: [Float])
+    // GELU with the vectorised erf: input [x].
+    case geluVectorized
 }
 
 enum Gradients {
@@ -223,6 +230,20 @@ enum Gradients {
             let r = Kernels.upsampledConvCNHWBackward(g.data, x: x[0].data, c: s[0], n: s[1], weight: x[1].data, o: ws[0],
                                                       plan, needX: x[0].tracksGradient, needWeight: x[1].tracksGradient)
             return [r.dx.map { Tensor(shape: s, data: $0) }, r.dweight.map { Tensor(shape: ws, data: $0) }]
+
+        // MARK: SAM ops — gradients go here
+        case .multiHeadAttention(let geometry, let probs):
+            let r = Kernels.attentionBackward(g.data, q: x[0].data, k: x[1].data, v: x[2].data,
+                                              rh: x.count > 3 ? x[3].data : nil, rw: x.count > 3 ? x[4].data : nil,
+                                              probs: probs, geometry)
+            var out: [Tensor?] = [Tensor(shape: x[0].shape, data: r.dq), Tensor(shape: x[1].shape, data: r.dk),
+                                  Tensor(shape: x[2].shape, data: r.dv)]
+            if x.count > 3, let drh = r.drh, let drw = r.drw {
+                out += [Tensor(shape: x[3].shape, data: drh), Tensor(shape: x[4].shape, data: drw)]
+            }
+            return out
+        case .geluVectorized:
+            return [Tensor(shape: x[0].shape, data: Kernels.geluVectorizedBackward(g.data, x[0].data))]
         }
     }
 

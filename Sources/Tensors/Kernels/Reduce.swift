@@ -66,6 +66,7 @@ extension Kernels {
         let srcStrides = dims.map { inStrides[$0] }
         let n = x.count
         if n == 0 { return [] }
+        if let fast = permuteBlocked(x, outShape, srcStrides) { return fast }
         var idx = [Int](repeating: 0, count: r)
         return [T](unsafeUninitializedCapacity: n) { buf, c in
             var src = 0
@@ -82,6 +83,84 @@ extension Kernels {
                 }
             }
             c = n
+        }
+    }
+
+    /// Fast paths of `permute` (same result, element for element): after merging output dims
+    /// that stay adjacent in the input, either the innermost run is contiguous in both (copied
+    /// run by run) or the last two output dims are a transpose of a contiguous input dim (copied
+    /// in 32×32 tiles). Nil when neither applies.
+    static func permuteBlocked<T>(_ x: [T], _ outShape: [Int], _ srcStrides: [Int]) -> [T]? {
+        // Drop size-1 dims, then merge dim d into d+1 when srcStride[d] == size[d+1]·srcStride[d+1].
+        var shape: [Int] = [], st: [Int] = []
+        for (s, t) in zip(outShape, srcStrides) where s != 1 {
+            if let ls = shape.last, let lt = st.last, lt == s * t {
+                shape[shape.count - 1] = ls * s
+                st[st.count - 1] = t
+            } else {
+                shape.append(s)
+                st.append(t)
+            }
+        }
+        let n = x.count
+        if shape.count <= 1 { return x }  // the identity after merging
+        let r = shape.count
+        let outer = shape.dropLast(2).reduce(1, *)
+        let outerShape = Array(shape.dropLast(2)), outerStrides = Array(st.dropLast(2))
+        let (a, b) = (shape[r - 2], shape[r - 1]), (sa, sb) = (st[r - 2], st[r - 1])
+        // Source offset of each outer index, row-major.
+        var outerOff = [Int](repeating: 0, count: outer)
+        var idx = [Int](repeating: 0, count: outerShape.count)
+        for o in 0..<outer {
+            var off = 0
+            for d in 0..<outerShape.count { off += idx[d] * outerStrides[d] }
+            outerOff[o] = off
+            var d = outerShape.count - 1
+            while d >= 0 {
+                idx[d] += 1
+                if idx[d] < outerShape[d] { break }
+                idx[d] = 0
+                d -= 1
+            }
+        }
+        if sb == 1 {
+            // Contiguous runs of b elements.
+            return x.withUnsafeBufferPointer { xb in
+                [T](unsafeUninitializedCapacity: n) { buf, c in
+                    let src = xb.baseAddress!, dst = buf.baseAddress!
+                    for o in 0..<outer {
+                        for i in 0..<a {
+                            (dst + (o * a + i) * b).initialize(from: src + outerOff[o] + i * sa, count: b)
+                        }
+                    }
+                    c = n
+                }
+            }
+        }
+        guard sa == 1 else { return nil }
+        // out[o, i, j] = x[off + i + j·sb]: a transpose, in tiles.
+        let tile = 32
+        return x.withUnsafeBufferPointer { xb in
+            [T](unsafeUninitializedCapacity: n) { buf, c in
+                let src = xb.baseAddress!, dst = buf.baseAddress!
+                for o in 0..<outer {
+                    let s0 = src + outerOff[o], d0 = dst + o * a * b
+                    var i0 = 0
+                    while i0 < a {
+                        let i1 = Swift.min(i0 + tile, a)
+                        var j0 = 0
+                        while j0 < b {
+                            let j1 = Swift.min(j0 + tile, b)
+                            for i in i0..<i1 {
+                                for j in j0..<j1 { (d0 + i * b + j).initialize(to: s0[i + j * sb]) }
+                            }
+                            j0 = j1
+                        }
+                        i0 = i1
+                    }
+                }
+                c = n
+            }
         }
     }
 }

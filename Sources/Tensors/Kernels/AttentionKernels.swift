@@ -1,0 +1,418 @@
+// Fused multi-head attention (SAM's two-way transformer and image encoder), forward and
+// backward, on the [B, N, NH·d] layout: head h is columns h·d ..< (h+1)·d of every row, so no
+// head is ever copied out (strided GEMMs read it in place).
+//
+// Dimension letters: B batch, NH heads, Nq queries, Nk keys, dk query/key head dim, dv value
+// head dim, R rows of a query block; with a relative-position bias the queries form a
+// (qh, qw) grid and the keys a (kh, kw) grid.
+//
+// Per (b, h) and block of query rows:
+//   S = Q_h K_hᵀ / s                (scale .divide(s): SAM's transformer.Attention)
+//   S = (Q_h · s) K_hᵀ              (scale .multiplyQuery(s): the image encoder's Attention)
+//   S[(i, j), (k, l)] += relH[(i, j), k], then += relW[(i, j), l]   (optional)
+//     relH[(i, j), k] = Σ_c Q_h[(i, j), c] Rh[i, k, c],  relW[(i, j), l] = Σ_c Q_h[(i, j), c] Rw[j, l, c]
+//     (from the unscaled Q, as SAM's add_decomposed_rel_pos)
+//   P = softmax_rows(S); O_h = P V_h
+// Softmax per row: m = max; e = exp(x − m); sum in Double in column order; y = e · (1 / sum)
+// (PyTorch's vectorised softmax also multiplies by the reciprocal). Float rows use
+// `Kernels.expFloat16` / `expFloat` (one formula for vector lanes and scalars); other scalars
+// `T.exp`.
+//
+// Parallelism (bitwise identical for any thread count): the forward splits (b, h, row block)
+// units, each writing its own rows and head columns of O (and of P when kept); the backward
+// splits (b, h) units, each accumulating dK_h, dV_h over its row blocks in order; the
+// relative-position tables' gradients are per-unit partials summed in unit order afterwards.
+// GEMMs inside a unit run on one thread.
+
+import RealModule
+
+/// How the attention logits are scaled.
+public enum AttentionScale: Sendable, Equatable {
+    /// (q · k) / s, as `segment_anything.modeling.transformer.Attention` (`attn / math.sqrt(c)`).
+    case divide(Float)
+    /// (q · s) · k, as the image encoder's Attention (`(q * self.scale) @ k.transpose`).
+    case multiplyQuery(Float)
+}
+
+/// Shapes of a fused multi-head attention.
+public struct AttentionGeometry: Sendable, Equatable {
+    public var batch: Int
+    public var heads: Int
+    public var nq: Int
+    public var nk: Int
+    public var dk: Int
+    public var dv: Int
+    public var scale: AttentionScale
+    /// Query grid (qh, qw) and key grid (kh, kw) of the decomposed relative-position bias.
+    public var relPos: RelPosGrid?
+
+    public struct RelPosGrid: Sendable, Equatable {
+        public var qh: Int, qw: Int, kh: Int, kw: Int
+        public init(qh: Int, qw: Int, kh: Int, kw: Int) {
+            self.qh = qh; self.qw = qw; self.kh = kh; self.kw = kw
+        }
+    }
+
+    public init(batch: Int, heads: Int, nq: Int, nk: Int, dk: Int, dv: Int, scale: AttentionScale,
+                relPos: RelPosGrid? = nil) {
+        self.batch = batch; self.heads = heads; self.nq = nq; self.nk = nk; self.dk = dk; self.dv = dv
+        self.scale = scale; self.relPos = relPos
+    }
+
+    /// Row lengths of Q/K and of V/O.
+    public var iq: Int { heads * dk }
+    public var iv: Int { heads * dv }
+    /// Query rows per block: a block's logits stay near 256K elements (1 MB of Float).
+    var blockRows: Int { Swift.max(1, Swift.min(nq, (1 << 18) / Swift.max(nk, 1))) }
+}
+
+extension Kernels {
+    // MARK: exp
+
+    static let expHi: Float = 88.72283, expLo: Float = -87.33654
+
+    /// e^x on 16 lanes: x clamped to [−87.34, 88.72] (below: 0, above: +inf, NaN stays NaN);
+    /// n = round(x·log₂e); r = x − n·ln2 (ln2 in two parts, FMA); e^r = 1 + r + r²·P(r) with
+    /// Cephes' degree-5 P; times 2^⌊n/2⌋ · 2^(n − ⌊n/2⌋). About 1 ulp.
+    @inline(__always)
+    public static func expFloat16(_ x: SIMD16<Float>) -> SIMD16<Float> {
+        let lo = SIMD16<Float>(repeating: expLo), hi = SIMD16<Float>(repeating: expHi)
+        var xc = x.replacing(with: lo, where: x .< lo)
+        xc.replace(with: hi, where: xc .> hi)
+        let n = (xc * 1.44269504088896341).rounded(.toNearestOrEven)
+        var r = xc.addingProduct(n, SIMD16(repeating: -0.693359375))
+        r = r.addingProduct(n, SIMD16(repeating: 2.12194440e-4))
+        var p = SIMD16<Float>(repeating: 1.9875691500e-4)
+        p = SIMD16(repeating: 1.3981999507e-3).addingProduct(p, r)
+        p = SIMD16(repeating: 8.3334519073e-3).addingProduct(p, r)
+        p = SIMD16(repeating: 4.1665795894e-2).addingProduct(p, r)
+        p = SIMD16(repeating: 1.6666665459e-1).addingProduct(p, r)
+        p = SIMD16(repeating: 5.0000001201e-1).addingProduct(p, r)
+        var y = (r.addingProduct(p, r * r)) + 1
+        // n (an integer-valued float in [−126, 128]) as Int32 lanes: adding 1.5·2²³ puts it in
+        // the low mantissa bits.
+        let ni = unsafeBitCast(n + 12582912, to: SIMD16<Int32>.self) &- 0x4B40_0000
+        let a = ni &>> 1, b = ni &- a
+        y = y * unsafeBitCast((a &+ 127) &<< 23, to: SIMD16<Float>.self)
+        y = y * unsafeBitCast((b &+ 127) &<< 23, to: SIMD16<Float>.self)
+        y.replace(with: 0, where: x .< lo)
+        y.replace(with: .infinity, where: x .> hi)
+        y.replace(with: x, where: x .!= x)
+        return y
+    }
+
+    /// The same formula on one Float (equal to a lane of `expFloat16`).
+    @inline(__always)
+    public static func expFloat(_ x: Float) -> Float {
+        if x.isNaN { return x }
+        if x < expLo { return 0 }
+        if x > expHi { return .infinity }
+        let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+        var r = x.addingProduct(n, -0.693359375)
+        r = r.addingProduct(n, 2.12194440e-4)
+        var p: Float = 1.9875691500e-4
+        p = Float(1.3981999507e-3).addingProduct(p, r)
+        p = Float(8.3334519073e-3).addingProduct(p, r)
+        p = Float(4.1665795894e-2).addingProduct(p, r)
+        p = Float(1.6666665459e-1).addingProduct(p, r)
+        p = Float(5.0000001201e-1).addingProduct(p, r)
+        var y = r.addingProduct(p, r * r) + 1
+        let ni = Int32(n)
+        let a = ni >> 1, b = ni - a
+        y = y * Float(bitPattern: UInt32(bitPattern: (a + 127) << 23))
+        y = y * Float(bitPattern: UInt32(bitPattern: (b + 127) << 23))
+        return y
+    }
+
+    // MARK: softmax of a row
+
+    /// In-place softmax of `n` contiguous values (see the file header).
+    @inline(__always)
+    static func softmaxRowInPlace<T: Real & BinaryFloatingPoint>(_ x: UnsafeMutablePointer<T>, _ n: Int) {
+        if T.self == Float.self {
+            softmaxRowFloat(UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self), n)
+            return
+        }
+        var m = x[0]
+        for j in 1..<n where x[j] > m || x[j].isNaN { m = x[j] }
+        var s = 0.0
+        for j in 0..<n {
+            let e = T.exp(x[j] - m)
+            x[j] = e
+            s += Double(e)
+        }
+        let inv = T(1 / s)
+        for j in 0..<n { x[j] *= inv }
+    }
+
+    static func softmaxRowFloat(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        let raw = UnsafeMutableRawPointer(x)
+        let nv = n / 16
+        var mv = SIMD16<Float>(repeating: -.infinity)
+        var m = -Float.infinity
+        for v in 0..<nv {
+            let xv = raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self)
+            mv.replace(with: xv, where: xv .> mv)
+        }
+        m = mv.max()
+        for j in (16 * nv)..<n { m = Swift.max(m, x[j]) }
+        var hasNaN = false
+        for j in 0..<n where x[j].isNaN { hasNaN = true; break }
+        if hasNaN {
+            for j in 0..<n { x[j] = .nan }
+            return
+        }
+        let mb = SIMD16<Float>(repeating: m)
+        var s0 = SIMD8<Double>(), s1 = SIMD8<Double>()
+        for v in 0..<nv {
+            let e = expFloat16(raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self) - mb)
+            raw.storeBytes(of: e, toByteOffset: 64 * v, as: SIMD16<Float>.self)
+            s0 += SIMD8<Double>(e.lowHalf)
+            s1 += SIMD8<Double>(e.highHalf)
+        }
+        var s = (s0 + s1).sum()
+        for j in (16 * nv)..<n {
+            let e = expFloat(x[j] - m)
+            x[j] = e
+            s += Double(e)
+        }
+        let inv = Float(1 / s)
+        let iv = SIMD16<Float>(repeating: inv)
+        for v in 0..<nv {
+            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self) * iv,
+                           toByteOffset: 64 * v, as: SIMD16<Float>.self)
+        }
+        for j in (16 * nv)..<n { x[j] *= inv }
+    }
+
+    // MARK: forward
+
+    /// O [B, Nq, NH·dv] of the fused attention; also P [B, NH, Nq, Nk] when `keepProbs`.
+    /// q [B, Nq, NH·dk], k [B, Nk, NH·dk], v [B, Nk, NH·dv]; rh [qh, kh, dk], rw [qw, kw, dk]
+    /// (the gathered relative-position rows) when `g.relPos` is set.
+    public static func attentionForward<T: Real & BinaryFloatingPoint & Sendable>(
+        q: [T], k: [T], v: [T], rh: [T]?, rw: [T]?, _ g: AttentionGeometry, keepProbs: Bool
+    ) -> (out: [T], probs: [T]?) {
+        precondition(q.count == g.batch * g.nq * g.iq && k.count == g.batch * g.nk * g.iq && v.count == g.batch * g.nk * g.iv,
+                     "attentionForward: buffers \(q.count)/\(k.count)/\(v.count) do not fit \(g)")
+        var out = [T](repeating: 0, count: g.batch * g.nq * g.iv)
+        var probs = [T](repeating: 0, count: keepProbs ? g.batch * g.heads * g.nq * g.nk : 0)
+        if out.isEmpty || g.nk == 0 { return (out, keepProbs ? probs : nil) }
+        let rowsPerBlock = g.blockRows
+        let blocks = (g.nq + rowsPerBlock - 1) / rowsPerBlock
+        let units = g.batch * g.heads * blocks
+        let rhA = rh ?? [], rwA = rw ?? []
+        q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
+        rhA.withUnsafeBufferPointer { rhb in rwA.withUnsafeBufferPointer { rwb in
+        out.withUnsafeMutableBufferPointer { ob in probs.withUnsafeMutableBufferPointer { pb in
+            let qp = SendableConstPointer(qb.baseAddress!), kp = SendableConstPointer(kb.baseAddress!)
+            let vp = SendableConstPointer(vb.baseAddress!), op = SendablePointer(ob.baseAddress!)
+            let rhp = rh == nil ? nil : rhb.baseAddress.map { SendableConstPointer($0) }
+            let rwp = rw == nil ? nil : rwb.baseAddress.map { SendableConstPointer($0) }
+            let pp = keepProbs ? pb.baseAddress.map { SendablePointer($0) } : nil
+            Parallel.forEach(units, grain: 1) { unit in
+                let bh = unit / blocks, blk = unit % blocks
+                let b = bh / g.heads, h = bh % g.heads
+                let r0 = blk * rowsPerBlock, rows = Swift.min(rowsPerBlock, g.nq - r0)
+                let sBuf = UnsafeMutablePointer<T>.allocate(capacity: rows * g.nk)
+                defer { sBuf.deallocate() }
+                attentionLogits(qp.base, kp.base, rhp?.base, rwp?.base, g, b: b, h: h, r0: r0, rows: rows, into: sBuf)
+                for i in 0..<rows { softmaxRowInPlace(sBuf + i * g.nk, g.nk) }
+                gemmGeneric(transA: false, transB: false, m: rows, n: g.dv, k: g.nk, a: sBuf, lda: g.nk,
+                            b: vp.base + b * g.nk * g.iv + h * g.dv, ldb: g.iv,
+                            c: op.base + (b * g.nq + r0) * g.iv + h * g.dv, ldc: g.iv, accumulate: false, threads: 1)
+                if let pp {
+                    (pp.base + ((b * g.heads + h) * g.nq + r0) * g.nk).update(from: sBuf, count: rows * g.nk)
+                }
+            }
+        }}}}}}}
+        return (out, keepProbs ? probs : nil)
+    }
+
+    /// Logits of rows r0 ..< r0+rows of head h of batch b into `s` [rows, Nk] (scaled, with the
+    /// relative-position bias).
+    @inline(__always)
+    static func attentionLogits<T: Real & BinaryFloatingPoint>(
+        _ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ rh: UnsafePointer<T>?, _ rw: UnsafePointer<T>?,
+        _ g: AttentionGeometry, b: Int, h: Int, r0: Int, rows: Int, into s: UnsafeMutablePointer<T>
+    ) {
+        let qh = q + (b * g.nq + r0) * g.iq + h * g.dk
+        let kh = k + b * g.nk * g.iq + h * g.dk
+        switch g.scale {
+        case .divide(let d):
+            gemmGeneric(transA: false, transB: true, m: rows, n: g.nk, k: g.dk, a: qh, lda: g.iq, b: kh, ldb: g.iq,
+                        c: s, ldc: g.nk, accumulate: false, threads: 1)
+            let dt = T(d)
+            for i in 0..<(rows * g.nk) { s[i] = s[i] / dt }
+        case .multiplyQuery(let m):
+            let qs = UnsafeMutablePointer<T>.allocate(capacity: rows * g.dk)
+            defer { qs.deallocate() }
+            let mt = T(m)
+            for i in 0..<rows { for c in 0..<g.dk { qs[i * g.dk + c] = qh[i * g.iq + c] * mt } }
+            gemmGeneric(transA: false, transB: true, m: rows, n: g.nk, k: g.dk, a: qs, lda: g.dk, b: kh, ldb: g.iq,
+                        c: s, ldc: g.nk, accumulate: false, threads: 1)
+        }
+        guard let grid = g.relPos, let rh, let rw else { return }
+        // relH[(i, j), k] = q(i, j) · Rh[i, k]; relW[(i, j), l] = q(i, j) · Rw[j, l] (unscaled q).
+        let rel = UnsafeMutablePointer<T>.allocate(capacity: grid.kh + grid.kw)
+        defer { rel.deallocate() }
+        for r in 0..<rows {
+            let row = r0 + r
+            let i = row / grid.qw, j = row % grid.qw
+            let qr = qh + r * g.iq
+            for kk in 0..<grid.kh {
+                let t = rh + (i * grid.kh + kk) * g.dk
+                var acc: T = 0
+                for c in 0..<g.dk { acc = acc.addingProduct(qr[c], t[c]) }
+                rel[kk] = acc
+            }
+            for l in 0..<grid.kw {
+                let t = rw + (j * grid.kw + l) * g.dk
+                var acc: T = 0
+                for c in 0..<g.dk { acc = acc.addingProduct(qr[c], t[c]) }
+                rel[grid.kh + l] = acc
+            }
+            let sr = s + r * g.nk
+            for kk in 0..<grid.kh {
+                let a = rel[kk]
+                for l in 0..<grid.kw { sr[kk * grid.kw + l] = (sr[kk * grid.kw + l] + a) + rel[grid.kh + l] }
+            }
+        }
+    }
+
+    // MARK: backward
+
+    /// Gradients of the fused attention from dO [B, Nq, NH·dv] and the kept probabilities P:
+    /// dq, dk, dv (same layouts as q, k, v) and, with a relative-position bias, drh, drw.
+    public static func attentionBackward<T: Real & BinaryFloatingPoint & Sendable>(
+        _ dO: [T], q: [T], k: [T], v: [T], rh: [T]?, rw: [T]?, probs: [T], _ g: AttentionGeometry
+    ) -> (dq: [T], dk: [T], dv: [T], drh: [T]?, drw: [T]?) {
+        var dq = [T](repeating: 0, count: q.count), dk = [T](repeating: 0, count: k.count)
+        var dv = [T](repeating: 0, count: v.count)
+        let grid = g.relPos
+        let units = g.batch * g.heads
+        let rhCount = grid.map { $0.qh * $0.kh * g.dk } ?? 0, rwCount = grid.map { $0.qw * $0.kw * g.dk } ?? 0
+        var drhParts = [T](repeating: 0, count: units * rhCount), drwParts = [T](repeating: 0, count: units * rwCount)
+        if g.nq > 0 && g.nk > 0 {
+            let rowsPerBlock = g.blockRows
+            let rhA = rh ?? [], rwA = rw ?? []
+            dO.withUnsafeBufferPointer { gb in q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in
+            v.withUnsafeBufferPointer { vb in probs.withUnsafeBufferPointer { pb in
+            rhA.withUnsafeBufferPointer { rhb in rwA.withUnsafeBufferPointer { rwb in
+            dq.withUnsafeMutableBufferPointer { dqb in dk.withUnsafeMutableBufferPointer { dkb in
+            dv.withUnsafeMutableBufferPointer { dvb in
+            drhParts.withUnsafeMutableBufferPointer { drhb in drwParts.withUnsafeMutableBufferPointer { drwb in
+                let gp = SendableConstPointer(gb.baseAddress!), qp = SendableConstPointer(qb.baseAddress!)
+                let kp = SendableConstPointer(kb.baseAddress!), vp = SendableConstPointer(vb.baseAddress!)
+                let pp = SendableConstPointer(pb.baseAddress!)
+                let rhp = rhb.baseAddress.map { SendableConstPointer($0) }, rwp = rwb.baseAddress.map { SendableConstPointer($0) }
+                let dqp = SendablePointer(dqb.baseAddress!), dkp = SendablePointer(dkb.baseAddress!)
+                let dvp = SendablePointer(dvb.baseAddress!)
+                let drhp = drhb.baseAddress.map { SendablePointer($0) }, drwp = drwb.baseAddress.map { SendablePointer($0) }
+                Parallel.forEach(units, grain: 1) { unit in
+                    let b = unit / g.heads, h = unit % g.heads
+                    let kOff = b * g.nk * g.iq + h * g.dk, vOff = b * g.nk * g.iv + h * g.dv
+                    let dS = UnsafeMutablePointer<T>.allocate(capacity: rowsPerBlock * g.nk)
+                    let qs = UnsafeMutablePointer<T>.allocate(capacity: rowsPerBlock * g.dk)
+                    let dRel = UnsafeMutablePointer<T>.allocate(capacity: grid.map { $0.kh + $0.kw } ?? 1)
+                    defer { dS.deallocate(); qs.deallocate(); dRel.deallocate() }
+                    var r0 = 0
+                    while r0 < g.nq {
+                        let rows = Swift.min(rowsPerBlock, g.nq - r0)
+                        let p = pp.base + ((b * g.heads + h) * g.nq + r0) * g.nk
+                        let gOff = (b * g.nq + r0) * g.iv + h * g.dv
+                        let qOff = (b * g.nq + r0) * g.iq + h * g.dk
+                        // dV_h += Pᵀ dO_h
+                        gemmGeneric(transA: true, transB: false, m: g.nk, n: g.dv, k: rows, a: p, lda: g.nk,
+                                    b: gp.base + gOff, ldb: g.iv, c: dvp.base + vOff, ldc: g.iv,
+                                    accumulate: r0 > 0, threads: 1)
+                        // dP = dO_h V_hᵀ; dS = P ⊙ (dP − Σ dP⊙P)
+                        gemmGeneric(transA: false, transB: true, m: rows, n: g.nk, k: g.dv, a: gp.base + gOff, lda: g.iv,
+                                    b: vp.base + vOff, ldb: g.iv, c: dS, ldc: g.nk, accumulate: false, threads: 1)
+                        for i in 0..<rows {
+                            let pr = p + i * g.nk, dr = dS + i * g.nk
+                            var s = 0.0
+                            for j in 0..<g.nk { s += Double(dr[j]) * Double(pr[j]) }
+                            for j in 0..<g.nk { dr[j] = T(Double(pr[j]) * (Double(dr[j]) - s)) }
+                        }
+                        // Relative-position bias: dRelH = Σ_l dS, dRelW = Σ_k dS per row; their
+                        // contributions to dQ (unscaled) and to the per-unit table partials.
+                        if let grid, let rhp, let rwp, let drhp, let drwp {
+                            let drh = drhp.base + unit * rhCount, drw = drwp.base + unit * rwCount
+                            for r in 0..<rows {
+                                let row = r0 + r
+                                let i = row / grid.qw, j = row % grid.qw
+                                let dr = dS + r * g.nk
+                                for kk in 0..<grid.kh {
+                                    var acc = 0.0
+                                    for l in 0..<grid.kw { acc += Double(dr[kk * grid.kw + l]) }
+                                    dRel[kk] = T(acc)
+                                }
+                                for l in 0..<grid.kw {
+                                    var acc = 0.0
+                                    for kk in 0..<grid.kh { acc += Double(dr[kk * grid.kw + l]) }
+                                    dRel[grid.kh + l] = T(acc)
+                                }
+                                let qr = qp.base + qOff + r * g.iq, dqr = dqp.base + qOff + r * g.iq
+                                for c in 0..<g.dk {
+                                    var acc: T = 0
+                                    for kk in 0..<grid.kh { acc = acc.addingProduct(dRel[kk], rhp.base[(i * grid.kh + kk) * g.dk + c]) }
+                                    for l in 0..<grid.kw { acc = acc.addingProduct(dRel[grid.kh + l], rwp.base[(j * grid.kw + l) * g.dk + c]) }
+                                    dqr[c] = acc
+                                }
+                                for kk in 0..<grid.kh {
+                                    let t = drh + (i * grid.kh + kk) * g.dk
+                                    for c in 0..<g.dk { t[c] = t[c].addingProduct(dRel[kk], qr[c]) }
+                                }
+                                for l in 0..<grid.kw {
+                                    let t = drw + (j * grid.kw + l) * g.dk
+                                    for c in 0..<g.dk { t[c] = t[c].addingProduct(dRel[grid.kh + l], qr[c]) }
+                                }
+                            }
+                        }
+                        // Logits: dQ_h (+)= dS' K_h, dK_h += dS'ᵀ Q'_h with the scale applied as the
+                        // forward applied it.
+                        let hasRel = grid != nil
+                        switch g.scale {
+                        case .divide(let d):
+                            let dt = T(d)
+                            for i in 0..<(rows * g.nk) { dS[i] = dS[i] / dt }
+                            gemmGeneric(transA: false, transB: false, m: rows, n: g.dk, k: g.nk, a: dS, lda: g.nk,
+                                        b: kp.base + kOff, ldb: g.iq, c: dqp.base + qOff, ldc: g.iq,
+                                        accumulate: hasRel, threads: 1)
+                            gemmGeneric(transA: true, transB: false, m: g.nk, n: g.dk, k: rows, a: dS, lda: g.nk,
+                                        b: qp.base + qOff, ldb: g.iq, c: dkp.base + kOff, ldc: g.iq,
+                                        accumulate: r0 > 0, threads: 1)
+                        case .multiplyQuery(let m):
+                            let mt = T(m)
+                            // dQs = dS K_h into qs, then dQ += dQs · s.
+                            gemmGeneric(transA: false, transB: false, m: rows, n: g.dk, k: g.nk, a: dS, lda: g.nk,
+                                        b: kp.base + kOff, ldb: g.iq, c: qs, ldc: g.dk, accumulate: false, threads: 1)
+                            for i in 0..<rows {
+                                let dqr = dqp.base + qOff + i * g.iq
+                                for c in 0..<g.dk {
+                                    let t = qs[i * g.dk + c] * mt
+                                    dqr[c] = hasRel ? dqr[c] + t : t
+                                }
+                            }
+                            for i in 0..<rows {
+                                for c in 0..<g.dk { qs[i * g.dk + c] = qp.base[qOff + i * g.iq + c] * mt }
+                            }
+                            gemmGeneric(transA: true, transB: false, m: g.nk, n: g.dk, k: rows, a: dS, lda: g.nk,
+                                        b: qs, ldb: g.dk, c: dkp.base + kOff, ldc: g.iq, accumulate: r0 > 0, threads: 1)
+                        }
+                        r0 += rows
+                    }
+                }
+            }}}}}}}}}}}}
+        }
+        guard grid != nil else { return (dq, dk, dv, nil, nil) }
+        // Sum the per-unit partials of the tables in unit order.
+        var drh = [T](repeating: 0, count: rhCount), drw = [T](repeating: 0, count: rwCount)
+        for u in 0..<units {
+            for i in 0..<rhCount { drh[i] += drhParts[u * rhCount + i] }
+            for i in 0..<rwCount { drw[i] += drwParts[u * rwCount + i] }
+        }
+        return (dq, dk, dv, drh, drw)
+    }
+}

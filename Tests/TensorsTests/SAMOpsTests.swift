@@ -1,0 +1,256 @@
+// The ops SAM runs on: fused multi-head attention (forward against the composite of matmul /
+// softmax, backward against finite differences in Double, relative-position bias), the
+// vectorised exp / erf / GELU, the blocked permute, and bitwise equality on 1 and 2 threads.
+
+import Foundation
+import XCTest
+import Tensors
+
+final class SAMOpsTests: XCTestCase {
+    var rng = PhiloxRNG(seed: 99)
+
+    func randn(_ shape: [Int], _ scale: Float = 1, grad: Bool = false) -> Tensor {
+        Tensor(shape: shape, data: (0..<shape.product).map { _ in scale * rng.nextNormal() }, requiresGrad: grad)
+    }
+
+    func relErr(_ a: [Float], _ b: [Float]) -> Double {
+        var d = 0.0, n = 0.0
+        for (x, y) in zip(a, b) { d += Double(x - y) * Double(x - y); n += Double(y) * Double(y) }
+        return n > 0 ? (d / n).squareRoot() : d.squareRoot()
+    }
+
+    override func tearDown() { Parallel.threads = Parallel.defaultThreadCount() }
+
+    // MARK: exp, erf, GELU
+
+    func testExpFloatAgainstDouble() {
+        var worst = 0.0
+        var x: Float = -87
+        while x < 88.5 {
+            let v = SIMD16<Float>((0..<16).map { x + Float($0) * 0.0137 })
+            let e = Kernels.expFloat16(v)
+            for i in 0..<16 {
+                let exact = Foundation.exp(Double(v[i]))
+                worst = max(worst, abs(Double(e[i]) - exact) / exact)
+                XCTAssertEqual(e[i], Kernels.expFloat(v[i]), "lane and scalar agree at \(v[i])")
+            }
+            x += 0.21
+        }
+        print("expFloat16 worst relative error \(worst)")
+        XCTAssertLessThan(worst, 2.5e-7)  // ≈ 2 ulp
+        XCTAssertEqual(Kernels.expFloat(0), 1)
+        XCTAssertEqual(Kernels.expFloat(-200), 0)
+        XCTAssertEqual(Kernels.expFloat(100), .infinity)
+        XCTAssertTrue(Kernels.expFloat(.nan).isNaN)
+        XCTAssertTrue(Kernels.expFloat16(SIMD16(repeating: .nan))[3].isNaN)
+    }
+
+    func testErfAndGELUAgainstDouble() {
+        var worstErf = 0.0, worstGelu = 0.0
+        var xs: [Float] = []
+        var x: Float = -12
+        while x < 12 { xs.append(x); x += 0.00731 }
+        xs += [0, -0, 1, -1, 2, -2, 9.2, -9.2]
+        for i in stride(from: 0, to: xs.count - 16, by: 16) {
+            let v = SIMD16<Float>(xs[i..<(i + 16)])
+            let e = Kernels.erfFloat16(v)
+            for j in 0..<16 { worstErf = max(worstErf, abs(Double(e[j]) - Foundation.erf(Double(v[j])))) }
+        }
+        let g = Kernels.geluVectorized(xs)
+        for (xv, gv) in zip(xs, g) {
+            let exact = 0.5 * Double(xv) * (1 + Foundation.erf(Double(xv) / 2.0.squareRoot()))
+            worstGelu = max(worstGelu, abs(Double(gv) - exact) / max(1, abs(exact)))
+        }
+        print("erfFloat16 worst abs error \(worstErf), geluVectorized worst error \(worstGelu)")
+        XCTAssertLessThan(worstErf, 3e-7)
+        XCTAssertLessThan(worstGelu, 5e-7)
+        // Against the libm GELU of the toolkit (gelu()): same function.
+        let t = Tensor(shape: [xs.count], data: xs)
+        XCTAssertLessThan(relErr(t.geluVectorized().data, t.gelu().data), 3e-7)
+    }
+
+    func testGELUVectorizedGradient() {
+        let xs: [Float] = (0..<1003).map { Float($0) * 0.017 - 8.5 }
+        let x = Tensor(shape: [xs.count], data: xs, requiresGrad: true)
+        let u = randn([xs.count])
+        (x.geluVectorized() * u).sum().backward()
+        let expected = zip(xs, u.data).map { xv, uv -> Float in
+            let d = Double(xv)
+            let cdf = 0.5 * (1 + Foundation.erf(d / 2.0.squareRoot()))
+            let pdf = Foundation.exp(-d * d / 2) / (2 * Double.pi).squareRoot()
+            return Float(Double(uv) * (cdf + d * pdf))
+        }
+        XCTAssertLessThan(relErr(x.grad!.data, expected), 1e-6)
+    }
+
+    // MARK: attention forward
+
+    /// The composite SAM computes: split heads, (q kᵀ) / s or (q·s) kᵀ, softmax, @ v, merge.
+    func compositeAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, scale: AttentionScale) -> Tensor {
+        func split(_ x: Tensor) -> Tensor {
+            x.reshape([x.shape[0], x.shape[1], heads, x.shape[2] / heads]).transpose(1, 2)
+        }
+        let (qh, kh, vh) = (split(q), split(k), split(v))
+        let logits: Tensor
+        switch scale {
+        case .divide(let s): logits = matmul(qh, kh.transpose(2, 3)) / s
+        case .multiplyQuery(let s): logits = matmul(qh * s, kh.transpose(2, 3))
+        }
+        let o = matmul(logits.softmax(dim: -1), vh)
+        return o.transpose(1, 2).reshape([q.shape[0], q.shape[1], v.shape[2]])
+    }
+
+    func testAttentionMatchesComposite() {
+        for (b, nq, nk, heads, dk, dv, scale) in [(2, 7, 20, 4, 8, 8, AttentionScale.divide(Float(8.0.squareRoot()))),
+                                                   (1, 12, 300, 8, 16, 16, .divide(4)),
+                                                   (1, 33, 5, 2, 4, 6, .multiplyQuery(0.5))] {
+            let q = randn([b, nq, heads * dk], grad: true), k = randn([b, nk, heads * dk], grad: true)
+            let v = randn([b, nk, heads * dv], grad: true)
+            let fused = multiHeadAttention(q: q, k: k, v: v, numHeads: heads, scale: scale)
+            let u = randn(fused.shape)
+            (fused * u).sum().backward()
+            let (gq, gk, gv) = (q.grad!.data, k.grad!.data, v.grad!.data)
+            q.zeroGrad(); k.zeroGrad(); v.zeroGrad()
+            let ref = compositeAttention(q, k, v, heads: heads, scale: scale)
+            (ref * u).sum().backward()
+            XCTAssertEqual(fused.shape, [b, nq, heads * dv])
+            XCTAssertLessThan(relErr(fused.data, ref.data), 2e-6, "\((b, nq, nk, heads))")
+            XCTAssertLessThan(relErr(gq, q.grad!.data), 1e-5)
+            XCTAssertLessThan(relErr(gk, k.grad!.data), 1e-5)
+            XCTAssertLessThan(relErr(gv, v.grad!.data), 1e-5)
+        }
+    }
+
+    /// SAM's image-encoder attention: logits + rel_h[(i, j), k] + rel_w[(i, j), l], from the unscaled q.
+    func testAttentionRelativePositionMatchesExplicitBias() {
+        let (b, heads, dk, qh, qw) = (2, 3, 4, 3, 5)
+        let n = qh * qw
+        let q = randn([b, n, heads * dk]), k = randn([b, n, heads * dk]), v = randn([b, n, heads * dk])
+        let rh = randn([qh, qh, dk]), rw = randn([qw, qw, dk])
+        let fused = multiHeadAttention(q: q, k: k, v: v, numHeads: heads, scale: .multiplyQuery(0.5),
+                                       relPos: (rh, rw, (qh, qw), (qh, qw)))
+        // Explicit: per (b, h), S[(i,j),(kk,l)] = Σ_c (0.5 q) k + Σ_c q rh[i,kk] + Σ_c q rw[j,l].
+        var expected = [Float](repeating: 0, count: b * n * heads * dk)
+        for bb in 0..<b {
+            for h in 0..<heads {
+                for r in 0..<n {
+                    let (i, j) = (r / qw, r % qw)
+                    var s = [Double](repeating: 0, count: n)
+                    for c2 in 0..<n {
+                        let (kk, l) = (c2 / qw, c2 % qw)
+                        var dot = 0.0, bh = 0.0, bw = 0.0
+                        for c in 0..<dk {
+                            let qv = Double(q.data[(bb * n + r) * heads * dk + h * dk + c])
+                            dot += qv * 0.5 * Double(k.data[(bb * n + c2) * heads * dk + h * dk + c])
+                            bh += qv * Double(rh.data[(i * qh + kk) * dk + c])
+                            bw += qv * Double(rw.data[(j * qw + l) * dk + c])
+                        }
+                        s[c2] = dot + bh + bw
+                    }
+                    let m = s.max()!
+                    let e = s.map { Foundation.exp($0 - m) }
+                    let z = e.reduce(0, +)
+                    for c in 0..<dk {
+                        var o = 0.0
+                        for c2 in 0..<n { o += e[c2] / z * Double(v.data[(bb * n + c2) * heads * dk + h * dk + c]) }
+                        expected[(bb * n + r) * heads * dk + h * dk + c] = Float(o)
+                    }
+                }
+            }
+        }
+        XCTAssertLessThan(relErr(fused.data, expected), 2e-6)
+    }
+
+    // MARK: attention backward by finite differences (Double, the same kernels)
+
+    func testAttentionBackwardFiniteDifferencesInDouble() {
+        for (scale, rel) in [(AttentionScale.divide(1.7), false), (.multiplyQuery(0.6), true)] {
+            let (b, heads, dk, dv, qh, qw, kh, kw) = (2, 2, 3, 2, 2, 3, 2, 2)
+            let (nq, nk) = rel ? (qh * qw, qh * qw) : (qh * qw, kh * kw)
+            var g = AttentionGeometry(batch: b, heads: heads, nq: nq, nk: nk, dk: dk, dv: dv, scale: scale)
+            if rel { g.relPos = .init(qh: qh, qw: qw, kh: qh, kw: qw) }
+            func r(_ n: Int) -> [Double] { (0..<n).map { _ in Double(rng.nextNormal()) } }
+            var inputs = [r(b * nq * heads * dk), r(b * nk * heads * dk), r(b * nk * heads * dv),
+                          r(rel ? qh * qh * dk : 0), r(rel ? qw * qw * dk : 0)]
+            let u = r(b * nq * heads * dv)
+            func loss(_ x: [[Double]]) -> Double {
+                let o = Kernels.attentionForward(q: x[0], k: x[1], v: x[2], rh: rel ? x[3] : nil, rw: rel ? x[4] : nil,
+                                                 g, keepProbs: false).out
+                return zip(o, u).reduce(0) { $0 + $1.0 * $1.1 }
+            }
+            let (out, probs) = Kernels.attentionForward(q: inputs[0], k: inputs[1], v: inputs[2],
+                                                        rh: rel ? inputs[3] : nil, rw: rel ? inputs[4] : nil, g, keepProbs: true)
+            XCTAssertEqual(out.count, u.count)
+            let gr = Kernels.attentionBackward(u, q: inputs[0], k: inputs[1], v: inputs[2], rh: rel ? inputs[3] : nil,
+                                               rw: rel ? inputs[4] : nil, probs: probs!, g)
+            let analytic: [[Double]] = [gr.dq, gr.dk, gr.dv, gr.drh ?? [], gr.drw ?? []]
+            var worst = 0.0
+            for t in 0..<5 {
+                for i in 0..<inputs[t].count {
+                    let h = 1e-6
+                    inputs[t][i] += h
+                    let lp = loss(inputs)
+                    inputs[t][i] -= 2 * h
+                    let lm = loss(inputs)
+                    inputs[t][i] += h
+                    let fd = (lp - lm) / (2 * h)
+                    worst = max(worst, abs(fd - analytic[t][i]) / max(1, abs(fd)))
+                }
+            }
+            print("attention backward (\(scale), relPos \(rel)) worst FD error \(worst)")
+            XCTAssertLessThan(worst, 1e-7)
+        }
+    }
+
+    // MARK: determinism
+
+    func testAttentionAndGELUBitwiseOnOneAndTwoThreads() {
+        let q = randn([1, 200, 64], grad: true), k = randn([1, 300, 64], grad: true), v = randn([1, 300, 64], grad: true)
+        let rh = randn([10, 15, 16], grad: true), rw = randn([20, 15, 16], grad: true)
+        let qq = randn([1, 200, 64], grad: true), kk = randn([1, 225, 64], grad: true), vv = randn([1, 225, 64], grad: true)
+        func run() -> [Float] {
+            for t in [q, k, v, rh, rw, qq, kk, vv] { t.zeroGrad() }
+            let a = multiHeadAttention(q: q, k: k, v: v, numHeads: 4, scale: .divide(4))
+            let c = multiHeadAttention(q: qq, k: kk, v: vv, numHeads: 4, scale: .multiplyQuery(0.25),
+                                       relPos: (rh, rw, (10, 20), (15, 15)))
+            let gl = a.geluVectorized()
+            (gl.sum() + c.sum()).backward()
+            return a.data + c.data + gl.data + [q, k, v, rh, rw, qq, kk, vv].flatMap { $0.grad!.data }
+        }
+        Parallel.threads = 1
+        let one = run()
+        Parallel.threads = 2
+        let two = run()
+        XCTAssertEqual(one.map(\.bitPattern), two.map(\.bitPattern))
+    }
+
+    // MARK: permute fast paths
+
+    func testBlockedPermuteEqualsDefinition() {
+        let shape = [2, 3, 5, 7]
+        let x = (0..<shape.product).map { Float($0) }
+        let strides = Tensor.strides(of: shape)
+        for dims in [[0, 2, 1, 3], [0, 1, 3, 2], [3, 2, 1, 0], [1, 0, 2, 3], [0, 3, 1, 2], [2, 0, 3, 1]] {
+            let out = Kernels.permute(x, shape, dims)
+            let outShape = dims.map { shape[$0] }
+            var expected: [Float] = []
+            var idx = [Int](repeating: 0, count: 4)
+            for _ in 0..<x.count {
+                var src = 0
+                for d in 0..<4 { src += idx[d] * strides[dims[d]] }
+                expected.append(x[src])
+                var d = 3
+                while d >= 0 { idx[d] += 1; if idx[d] < outShape[d] { break }; idx[d] = 0; d -= 1 }
+            }
+            XCTAssertEqual(out, expected, "\(dims)")
+        }
+        // A large transpose (tiles) and a pixel shuffle (contiguous runs).
+        let big = (0..<(70 * 45)).map { Float($0) }
+        let t = Kernels.permute(big, [70, 45], [1, 0])
+        XCTAssertEqual(t[1 * 70 + 3], big[3 * 45 + 1])
+        XCTAssertEqual(t[44 * 70 + 69], big[69 * 45 + 44])
+        let ps = Kernels.permute((0..<(2 * 3 * 2 * 2 * 4)).map { Float($0) }, [2, 3, 2, 2, 4], [0, 2, 1, 3, 4])
+        XCTAssertEqual(Array(ps[0..<8]), [0, 1, 2, 3, 4, 5, 6, 7])
+        XCTAssertEqual(Array(ps[8..<16]), [16, 17, 18, 19, 20, 21, 22, 23])
+    }
+}
