@@ -64,7 +64,7 @@ public enum Primitive: Sendable {
     // same-padding stride-1 convolution of all images, inputs [x, weight];
     case convCNHW
     // the same for 3×3 by Winograd F(2×2, 3×3), inputs [x, weight];
-    case conv3x3WinogradCNHW
+    case conv3x3WinogradCNHW(WinogradOperands)
     // relu(GroupNorm(x)), inputs [x, weight, bias];
     case groupNormReLUCNHW(GroupNormReLUPlan)
     // convolution of the bilinearly upsampled, zero-padded input, computed at low resolution, inputs [x, weight].
@@ -212,11 +212,11 @@ enum Gradients {
             let r = Kernels.convCNHWBackward(g.data, x: x[0].data, c: s[0], n: s[1], h: s[2], w: s[3], weight: x[1].data,
                                              o: ws[0], k: ws[2], needX: x[0].tracksGradient, needWeight: x[1].tracksGradient)
             return [r.dx.map { Tensor(shape: s, data: $0) }, r.dweight.map { Tensor(shape: ws, data: $0) }]
-        case .conv3x3WinogradCNHW:
+        case .conv3x3WinogradCNHW(let saved):
             let (s, ws) = (x[0].shape, x[1].shape)
             let r = Kernels.conv3x3WinogradBackward(g.data, x: x[0].data, c: s[0], n: s[1], h: s[2], w: s[3],
                                                     weight: x[1].data, o: ws[0], needX: x[0].tracksGradient,
-                                                    needWeight: x[1].tracksGradient)
+                                                    needWeight: x[1].tracksGradient, u: saved.u, v: saved.v)
             return [r.dx.map { Tensor(shape: s, data: $0) }, r.dweight.map { Tensor(shape: ws, data: $0) }]
         case .groupNormReLUCNHW(let plan):
             let s = x[0].shape

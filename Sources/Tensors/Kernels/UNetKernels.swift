@@ -48,23 +48,29 @@ public struct UpsampledConvPlan: Sendable, Equatable {
 extension Kernels {
     // MARK: - helpers
 
-    /// Σ of `n` values from `p` as Double: 8 lane partials (lane = index mod 8), then the lanes
-    /// in order. A fixed order whatever the caller's thread.
+    /// (Σ a(i), Σ b(i)) over i < n in Double, in one pass: 8 lane partials (lane = i mod 8), then
+    /// the lanes in order. A fixed order whatever the caller's thread.
     @inline(__always)
-    static func laneSum<T: BinaryFloatingPoint>(_ n: Int, _ value: (Int) -> T) -> Double {
-        var acc = SIMD8<Double>()
+    static func laneSum2(_ n: Int, _ value: (Int) -> (Double, Double)) -> (Double, Double) {
+        var acc = SIMD8<Double>(), acc2 = SIMD8<Double>()
         var i = 0
         while i + 8 <= n {
-            acc += SIMD8<Double>(Double(value(i)), Double(value(i + 1)), Double(value(i + 2)), Double(value(i + 3)),
-                                 Double(value(i + 4)), Double(value(i + 5)), Double(value(i + 6)), Double(value(i + 7)))
+            var a = SIMD8<Double>(), b = SIMD8<Double>()
+            for l in 0..<8 { (a[l], b[l]) = value(i + l) }
+            acc += a
+            acc2 += b
             i += 8
         }
-        var tail = SIMD8<Double>()
-        for j in i..<n { tail[j - i] = Double(value(j)) }
-        acc += tail
-        var s = 0.0
-        for l in 0..<8 { s += acc[l] }
-        return s
+        var ta = SIMD8<Double>(), tb = SIMD8<Double>()
+        for j in i..<n { (ta[j - i], tb[j - i]) = value(j) }
+        acc += ta
+        acc2 += tb
+        var s = 0.0, s2 = 0.0
+        for l in 0..<8 {
+            s += acc[l]
+            s2 += acc2[l]
+        }
+        return (s, s2)
     }
 
     /// Zero-padded copy [C, N, H + 2p, W + 2p] of x [C, N, H, W].
@@ -103,20 +109,18 @@ extension Kernels {
         precondition(k % 2 == 1 && x.count == c * n * h * w && weight.count == o * c * k * k,
                      "convCNHW: x \(x.count) for [\(c), \(n), \(h), \(w)], weight \(weight.count) for [\(o), \(c), \(k), \(k)]")
         let p = (k - 1) / 2, hp = h + 2 * p, wp = w + 2 * p
-        var y = [T](repeating: 0, count: o * n * h * w)
-        if y.isEmpty || c == 0 { return y }
+        if o * n * h * w == 0 || c == 0 { return [T](repeating: 0, count: o * n * h * w) }
         let xp = p > 0 ? x.withUnsafeBufferPointer { padCNHW($0.baseAddress!, planes: c * n, h: h, w: w, pad: p) } : x
         let (rowOff, colOff) = cnhwOffsets(c: c, n: n, h: h, w: w, k: k, hp: hp, wp: wp)
-        xp.withUnsafeBufferPointer { bp in
+        return xp.withUnsafeBufferPointer { bp in
             weight.withUnsafeBufferPointer { wb in
-                y.withUnsafeMutableBufferPointer { yb in
+                uninitializedArray(o * n * h * w) { (yb: UnsafeMutablePointer<T>) in
                     gemmMappedB(m: o, n: n * h * w, k: c * k * k, a: wb.baseAddress!, lda: c * k * k, transA: false,
                                 base: bp.baseAddress!, rowOff: rowOff, colOff: colOff,
-                                c: yb.baseAddress!, ldc: n * h * w, accumulate: false)
+                                c: yb, ldc: n * h * w, accumulate: false)
                 }
             }
         }
-        return y
     }
 
     /// Gradients of `convCNHW` from gy [O, N, H, W]: dx [C, N, H, W] and dweight [O, C, k, k].
@@ -206,50 +210,42 @@ extension Kernels {
     // MARK: - GroupNorm + ReLU
 
     /// Statistics of GroupNorm on x [C, N, H, W]: mean and rstd per (image, group), index n·G + g.
+    /// One pass: per row Σx and Σx² in Double (8 lane partials), rows combined in channel order;
+    /// var = E[x²] − mean² (Double keeps ~40 bits even when |mean| is 1000× the deviation).
     public static func groupNormStatsCNHW<T: BinaryFloatingPoint & Sendable>(
         _ x: [T], c: Int, n: Int, hw: Int, groups: Int, eps: Double
     ) -> (mean: [Double], rstd: [Double]) {
-        let cg = c / groups, m = Double(cg * hw)
-        var rowSum = [Double](repeating: 0, count: c * n)
-        rowSums(x, rows: c * n, len: hw, into: &rowSum) { v, _ in v }
-        var mean = [Double](repeating: 0, count: n * groups)
-        for img in 0..<n {
-            for g in 0..<groups {
-                var s = 0.0
-                for ch in (g * cg)..<((g + 1) * cg) { s += rowSum[ch * n + img] }
-                mean[img * groups + g] = s / m
-            }
-        }
-        var rowSq = [Double](repeating: 0, count: c * n)
-        let means = mean
-        rowSums(x, rows: c * n, len: hw, into: &rowSq) { v, row in
-            let d = v - means[(row % n) * groups + (row / n) / cg]
-            return d * d
-        }
-        var rstd = [Double](repeating: 0, count: n * groups)
-        for img in 0..<n {
-            for g in 0..<groups {
-                var s = 0.0
-                for ch in (g * cg)..<((g + 1) * cg) { s += rowSq[ch * n + img] }
-                rstd[img * groups + g] = 1 / (s / m + eps).squareRoot()
-            }
-        }
-        return (mean, rstd)
-    }
-
-    /// out[r] = Σ_i f(x[r·len + i], r) (Double) for every row r, each row by one thread.
-    static func rowSums<T: BinaryFloatingPoint & Sendable>(_ x: [T], rows: Int, len: Int, into out: inout [Double],
-                                                          _ f: @Sendable (Double, Int) -> Double) {
+        let cg = c / groups, m = Double(cg * hw), rows = c * n
+        var rowSum = [Double](repeating: 0, count: rows), rowSq = rowSum
         x.withUnsafeBufferPointer { xb in
-            out.withUnsafeMutableBufferPointer { ob in
-                guard let base = xb.baseAddress else { return }
-                let xp = SendableConstPointer(base), op = SendablePointer(ob.baseAddress!)
-                Parallel.forEach(rows, grain: max(1, 16384 / max(len, 1))) { r in
-                    let row = xp.base + r * len
-                    op[r] = laneSum(len) { i -> Double in f(Double(row[i]), r) }
+            rowSum.withUnsafeMutableBufferPointer { sb in
+                rowSq.withUnsafeMutableBufferPointer { qb in
+                    guard let x0 = xb.baseAddress else { return }
+                    let xp = SendableConstPointer(x0), sp = SendablePointer(sb.baseAddress!), qp = SendablePointer(qb.baseAddress!)
+                    Parallel.forEach(rows, grain: max(1, 16384 / max(hw, 1))) { r in
+                        let row = xp.base + r * hw
+                        (sp[r], qp[r]) = laneSum2(hw) { i in
+                            let v = Double(row[i])
+                            return (v, v * v)
+                        }
+                    }
                 }
             }
         }
+        var mean = [Double](repeating: 0, count: n * groups), rstd = mean
+        for img in 0..<n {
+            for g in 0..<groups {
+                var s = 0.0, q = 0.0
+                for ch in (g * cg)..<((g + 1) * cg) {
+                    s += rowSum[ch * n + img]
+                    q += rowSq[ch * n + img]
+                }
+                let mu = s / m
+                mean[img * groups + g] = mu
+                rstd[img * groups + g] = 1 / (Swift.max(q / m - mu * mu, 0) + eps).squareRoot()
+            }
+        }
+        return (mean, rstd)
     }
 
     /// relu(GroupNorm(x)) on x [C, N, H, W]: y = max(0, (x − mean)·rstd·γ[c] + β[c]), evaluated in
@@ -258,11 +254,10 @@ extension Kernels {
         _ x: [T], c: Int, n: Int, hw: Int, groups: Int, mean: [Double], rstd: [Double], weight: [T], bias: [T]
     ) -> [T] {
         let cg = c / groups
-        var y = [T](repeating: 0, count: x.count)
-        if y.isEmpty { return y }
-        x.withUnsafeBufferPointer { xb in
-            y.withUnsafeMutableBufferPointer { yb in
-                let xp = SendableConstPointer(xb.baseAddress!), yp = SendablePointer(yb.baseAddress!)
+        if x.isEmpty { return [] }
+        return x.withUnsafeBufferPointer { xb in
+            uninitializedArray(x.count) { (yb: UnsafeMutablePointer<T>) in
+                let xp = SendableConstPointer(xb.baseAddress!), yp = SendablePointer(yb)
                 Parallel.forEach(c * n, grain: max(1, 16384 / max(hw, 1))) { r in
                     let ch = r / n, img = r % n, st = img * groups + ch / cg
                     let a = rstd[st] * Double(weight[ch]), b = Double(bias[ch]) - mean[st] * a
@@ -274,7 +269,6 @@ extension Kernels {
                 }
             }
         }
-        return y
     }
 
     /// Gradients of `groupNormReLUCNHW` from g (gradient of the output `y`): dx, dweight, dbias.
@@ -294,8 +288,11 @@ extension Kernels {
                             Parallel.forEach(rows, grain: max(1, 16384 / max(hw, 1))) { r in
                                 let st = (r % n) * groups + (r / n) / cg, mm = mean[st], rs = rstd[st]
                                 let gr = gp.base + r * hw, xr = xp.base + r * hw, yr = yp.base + r * hw
-                                sp[r] = laneSum(hw) { i -> T in yr[i] > 0 ? gr[i] : 0 }
-                                sxp[r] = laneSum(hw) { i -> Double in yr[i] > 0 ? Double(gr[i]) * ((Double(xr[i]) - mm) * rs) : 0 }
+                                (sp[r], sxp[r]) = laneSum2(hw) { i in
+                                    guard yr[i] > 0 else { return (0, 0) }
+                                    let gv = Double(gr[i])
+                                    return (gv, gv * ((Double(xr[i]) - mm) * rs))
+                                }
                             }
                         }
                     }
@@ -324,15 +321,14 @@ extension Kernels {
                 s2[img * groups + gi] = b / m
             }
         }
-        var dx = [T](repeating: 0, count: x.count)
-        if dx.isEmpty { return (dx, dweight, dbias) }
+        if x.isEmpty { return ([], dweight, dbias) }
         let (m1, m2) = (s1, s2)
-        g.withUnsafeBufferPointer { gb in
+        let dx = g.withUnsafeBufferPointer { gb in
             x.withUnsafeBufferPointer { xb in
                 y.withUnsafeBufferPointer { yb in
-                    dx.withUnsafeMutableBufferPointer { db in
+                    uninitializedArray(x.count) { (db: UnsafeMutablePointer<T>) in
                         let gp = SendableConstPointer(gb.baseAddress!), xp = SendableConstPointer(xb.baseAddress!)
-                        let yp = SendableConstPointer(yb.baseAddress!), dp = SendablePointer(db.baseAddress!)
+                        let yp = SendableConstPointer(yb.baseAddress!), dp = SendablePointer(db)
                         Parallel.forEach(rows, grain: max(1, 16384 / max(hw, 1))) { r in
                             let ch = r / n, st = (r % n) * groups + ch / cg
                             let mm = mean[st], rs = rstd[st], wc = Double(weight[ch]), a = m1[st], b = m2[st]
@@ -380,12 +376,11 @@ extension Kernels {
                 }
             }
         }
-        var y = [T](repeating: 0, count: o * n * fh * fw)
-        if y.isEmpty { return y }
+        if o * n * fh * fw == 0 { return [] }
         let uh = plan.up.h, uw = plan.up.w, pad = (k - 1) / 2, hs = uh.outSize, ws = uw.outSize
-        proj.withUnsafeBufferPointer { pb in
-            y.withUnsafeMutableBufferPointer { yb in
-                let pp = SendableConstPointer(pb.baseAddress!), yp = SendablePointer(yb.baseAddress!)
+        return proj.withUnsafeBufferPointer { pb in
+            uninitializedArray(o * n * fh * fw) { (yb: UnsafeMutablePointer<T>) in
+                let pp = SendableConstPointer(pb.baseAddress!), yp = SendablePointer(yb)
                 Parallel.forEach(o * n) { job in
                     let oc = job / n, img = job % n
                     var acc = [Double](repeating: 0, count: fh * fw)
@@ -417,7 +412,6 @@ extension Kernels {
                 }
             }
         }
-        return y
     }
 
     /// Gradients of `upsampledConvCNHW` from gy [O, N, frameH, frameW]: dx [C, N, h, w] and

@@ -41,39 +41,44 @@ extension Kernels {
         }
     }
 
-    /// U [16, O, C] = G g Gᵀ for weight g [O, C, 3, 3].
+    /// Filter pairs (o, c) per task of the filter transforms.
+    static let winogradFilterChunk = 1024
+
+    /// U [16, O, C] = G g Gᵀ for weight g [O, C, 3, 3]; vectorised over blocks of (o, c) pairs.
     static func winogradFilter<T: BinaryFloatingPoint & Sendable>(_ weight: [T], o: Int, c: Int) -> [T] {
-        if o * c == 0 { return [T](repeating: 0, count: 16 * o * c) }
+        let pairs = o * c
+        if pairs == 0 { return [] }
         return weight.withUnsafeBufferPointer { wb in
-            uninitializedArray(16 * o * c) { (ub: UnsafeMutablePointer<T>) in
+            uninitializedArray(16 * pairs) { (ub: UnsafeMutablePointer<T>) in
                 let wp = SendableConstPointer(wb.baseAddress!), up = SendablePointer(ub)
-                Parallel.forEach(o, grain: max(1, 4096 / max(c, 1))) { oc in
+                let chunk = winogradFilterChunk
+                Parallel.forEach((pairs + chunk - 1) / chunk) { blk in
+                    let p0 = blk * chunk, len = min(chunk, pairs - p0)
                     let half: T = 0.5
-                    // g[t·c + ch] = weight[oc, ch, t]; hrow[(4i + s)·c + ch] = row transform of filter row i.
-                    let g: UnsafeMutablePointer<T> = scratchBuffer(21 * c)
+                    // g[t·len + e] = weight[p0 + e, t]; h[(4i + s)·len + e] = row transform of filter row i.
+                    let g: UnsafeMutablePointer<T> = scratchBuffer(21 * len)
                     defer { g.deallocate() }
-                    let hrow = g + 9 * c
-                    let src = wp.base + oc * c * 9
-                    for ch in 0..<c { for t in 0..<9 { g[t * c + ch] = src[ch * 9 + t] } }
+                    let hrow = g + 9 * len
+                    for e in 0..<len { for t in 0..<9 { g[t * len + e] = wp[(p0 + e) * 9 + t] } }
                     for i in 0..<3 {
-                        let g0 = g + 3 * i * c, g1 = g0 + c, g2 = g1 + c
-                        let h0 = hrow + 4 * i * c, h1 = h0 + c, h2 = h1 + c, h3 = h2 + c
-                        for ch in 0..<c {
-                            h0[ch] = g0[ch]
-                            h1[ch] = half * (g0[ch] + g1[ch] + g2[ch])
-                            h2[ch] = half * (g0[ch] - g1[ch] + g2[ch])
-                            h3[ch] = g2[ch]
+                        let g0 = g + 3 * i * len, g1 = g0 + len, g2 = g1 + len
+                        let h0 = hrow + 4 * i * len, h1 = h0 + len, h2 = h1 + len, h3 = h2 + len
+                        for e in 0..<len {
+                            h0[e] = g0[e]
+                            h1[e] = half * (g0[e] + g1[e] + g2[e])
+                            h2[e] = half * (g0[e] - g1[e] + g2[e])
+                            h3[e] = g2[e]
                         }
                     }
                     for s in 0..<4 {
-                        let a = hrow + s * c, b = hrow + (4 + s) * c, d = hrow + (8 + s) * c
-                        let u0 = up.base + ((0 * 4 + s) * o + oc) * c, u1 = up.base + ((1 * 4 + s) * o + oc) * c
-                        let u2 = up.base + ((2 * 4 + s) * o + oc) * c, u3 = up.base + ((3 * 4 + s) * o + oc) * c
-                        for ch in 0..<c {
-                            u0[ch] = a[ch]
-                            u1[ch] = half * (a[ch] + b[ch] + d[ch])
-                            u2[ch] = half * (a[ch] - b[ch] + d[ch])
-                            u3[ch] = d[ch]
+                        let a = hrow + s * len, b = hrow + (4 + s) * len, d = hrow + (8 + s) * len
+                        let u0 = up.base + (0 * 4 + s) * pairs + p0, u1 = up.base + (1 * 4 + s) * pairs + p0
+                        let u2 = up.base + (2 * 4 + s) * pairs + p0, u3 = up.base + (3 * 4 + s) * pairs + p0
+                        for e in 0..<len {
+                            u0[e] = a[e]
+                            u1[e] = half * (a[e] + b[e] + d[e])
+                            u2[e] = half * (a[e] - b[e] + d[e])
+                            u3[e] = d[e]
                         }
                     }
                 }
@@ -81,37 +86,41 @@ extension Kernels {
         }
     }
 
-    /// dg [O, C, 3, 3] = Gᵀ dU G for dU [16, O, C].
+    /// dg [O, C, 3, 3] = Gᵀ dU G for dU [16, O, C]; vectorised over blocks of (o, c) pairs.
     static func winogradFilterAdjoint<T: BinaryFloatingPoint & Sendable>(_ du: [T], o: Int, c: Int) -> [T] {
-        if o * c == 0 { return [T](repeating: 0, count: 9 * o * c) }
+        let pairs = o * c
+        if pairs == 0 { return [] }
         return du.withUnsafeBufferPointer { ub in
-            uninitializedArray(9 * o * c) { (gb: UnsafeMutablePointer<T>) in
+            uninitializedArray(9 * pairs) { (gb: UnsafeMutablePointer<T>) in
                 let up = SendableConstPointer(ub.baseAddress!), gp = SendablePointer(gb)
-                Parallel.forEach(o, grain: max(1, 4096 / max(c, 1))) { oc in
+                let chunk = winogradFilterChunk
+                Parallel.forEach((pairs + chunk - 1) / chunk) { blk in
+                    let p0 = blk * chunk, len = min(chunk, pairs - p0)
                     let half: T = 0.5
-                    // z[(4i + s)·c + ch] = Σ_r G[r][i] dU[r][s]
-                    let z: UnsafeMutablePointer<T> = scratchBuffer(12 * c)
+                    // z[(4i + s)·len + e] = Σ_r G[r][i] dU[r][s]; dg[t·len + e]
+                    let z: UnsafeMutablePointer<T> = scratchBuffer(21 * len)
                     defer { z.deallocate() }
+                    let dg = z + 12 * len
                     for s in 0..<4 {
-                        let d0 = up.base + ((0 * 4 + s) * o + oc) * c, d1 = up.base + ((1 * 4 + s) * o + oc) * c
-                        let d2 = up.base + ((2 * 4 + s) * o + oc) * c, d3 = up.base + ((3 * 4 + s) * o + oc) * c
-                        let z0 = z + s * c, z1 = z + (4 + s) * c, z2 = z + (8 + s) * c
-                        for ch in 0..<c {
-                            z0[ch] = d0[ch] + half * d1[ch] + half * d2[ch]
-                            z1[ch] = half * d1[ch] - half * d2[ch]
-                            z2[ch] = half * d1[ch] + half * d2[ch] + d3[ch]
+                        let d0 = up.base + (0 * 4 + s) * pairs + p0, d1 = up.base + (1 * 4 + s) * pairs + p0
+                        let d2 = up.base + (2 * 4 + s) * pairs + p0, d3 = up.base + (3 * 4 + s) * pairs + p0
+                        let z0 = z + s * len, z1 = z + (4 + s) * len, z2 = z + (8 + s) * len
+                        for e in 0..<len {
+                            z0[e] = d0[e] + half * d1[e] + half * d2[e]
+                            z1[e] = half * d1[e] - half * d2[e]
+                            z2[e] = half * d1[e] + half * d2[e] + d3[e]
                         }
                     }
-                    let dst = gp.base + oc * c * 9
                     for i in 0..<3 {
-                        let a = z + 4 * i * c, b = a + c, d = b + c, e = d + c
-                        for ch in 0..<c {
-                            let out = dst + ch * 9 + 3 * i
-                            out[0] = a[ch] + half * b[ch] + half * d[ch]
-                            out[1] = half * b[ch] - half * d[ch]
-                            out[2] = half * b[ch] + half * d[ch] + e[ch]
+                        let a = z + 4 * i * len, b = a + len, d = b + len, e4 = d + len
+                        let o0 = dg + 3 * i * len, o1 = o0 + len, o2 = o1 + len
+                        for e in 0..<len {
+                            o0[e] = a[e] + half * b[e] + half * d[e]
+                            o1[e] = half * b[e] - half * d[e]
+                            o2[e] = half * b[e] + half * d[e] + e4[e]
                         }
                     }
+                    for e in 0..<len { for t in 0..<9 { gp[(p0 + e) * 9 + t] = dg[t * len + e] } }
                 }
             }
         }
@@ -336,12 +345,20 @@ extension Kernels {
     /// y [O, N, H, W] = conv3×3(x [C, N, H, W], weight [O, C, 3, 3]), padding 1, by F(2×2, 3×3).
     public static func conv3x3Winograd<T: BinaryFloatingPoint & Sendable>(_ x: [T], c: Int, n: Int, h: Int, w: Int,
                                                                           weight: [T], o: Int) -> [T] {
+        conv3x3WinogradOperands(x, c: c, n: n, h: h, w: w, weight: weight, o: o).y
+    }
+
+    /// `conv3x3Winograd`, also returning the transformed filter U [16, O, C] and input
+    /// V [16, C, T] for the backward.
+    public static func conv3x3WinogradOperands<T: BinaryFloatingPoint & Sendable>(
+        _ x: [T], c: Int, n: Int, h: Int, w: Int, weight: [T], o: Int
+    ) -> (y: [T], u: [T], v: [T]) {
         precondition(x.count == c * n * h * w && weight.count == o * c * 9,
                      "conv3x3Winograd: x \(x.count) for [\(c), \(n), \(h), \(w)], weight \(weight.count) for [\(o), \(c), 3, 3]")
         let (th, tw) = winogradTiles(h, w), tiles = n * th * tw
-        if o * tiles == 0 { return [T](repeating: 0, count: o * n * h * w) }
         let u = winogradFilter(weight, o: o, c: c)
         let v = x.withUnsafeBufferPointer { winogradInput($0.baseAddress!, c: c, n: n, h: h, w: w) }
+        if o * tiles == 0 || c == 0 { return ([T](repeating: 0, count: o * n * h * w), u, v) }
         let m = u.withUnsafeBufferPointer { ub in
             v.withUnsafeBufferPointer { vb in
                 uninitializedArray(16 * o * tiles) { (mb: UnsafeMutablePointer<T>) in
@@ -353,12 +370,14 @@ extension Kernels {
                 }
             }
         }
-        return winogradOutput(m, o: o, n: n, h: h, w: w)
+        return (winogradOutput(m, o: o, n: n, h: h, w: w), u, v)
     }
 
     /// Gradients of `conv3x3Winograd` from gy [O, N, H, W]: dx [C, N, H, W], dweight [O, C, 3, 3].
+    /// `u` / `v`: the forward's transformed filter and input (recomputed when nil).
     public static func conv3x3WinogradBackward<T: BinaryFloatingPoint & Sendable>(
-        _ gy: [T], x: [T], c: Int, n: Int, h: Int, w: Int, weight: [T], o: Int, needX: Bool, needWeight: Bool
+        _ gy: [T], x: [T], c: Int, n: Int, h: Int, w: Int, weight: [T], o: Int, needX: Bool, needWeight: Bool,
+        u: [T]? = nil, v: [T]? = nil
     ) -> (dx: [T]?, dweight: [T]?) {
         let (th, tw) = winogradTiles(h, w), tiles = n * th * tw
         let dm = winogradOutputAdjoint(gy, o: o, n: n, h: h, w: w)
@@ -366,7 +385,7 @@ extension Kernels {
         if needWeight {
             var du = [T](repeating: 0, count: 16 * o * c)
             if tiles > 0 && o > 0 && c > 0 {
-                let v = x.withUnsafeBufferPointer { winogradInput($0.baseAddress!, c: c, n: n, h: h, w: w) }
+                let v = v ?? x.withUnsafeBufferPointer { winogradInput($0.baseAddress!, c: c, n: n, h: h, w: w) }
                 dm.withUnsafeBufferPointer { mb in
                     v.withUnsafeBufferPointer { vb in
                         du.withUnsafeMutableBufferPointer { db in
@@ -385,7 +404,7 @@ extension Kernels {
         if needX {
             var dv = [T](repeating: 0, count: 16 * c * tiles)
             if tiles > 0 && o > 0 && c > 0 {
-                let u = winogradFilter(weight, o: o, c: c)
+                let u = u ?? winogradFilter(weight, o: o, c: c)
                 u.withUnsafeBufferPointer { ub in
                     dm.withUnsafeBufferPointer { mb in
                         dv.withUnsafeMutableBufferPointer { db in

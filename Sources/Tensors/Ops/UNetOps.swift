@@ -49,6 +49,13 @@ extension Tensor {
     }
 }
 
+/// The transformed filter U [16, O, C] and input V [16, C, T] of a Winograd convolution, kept
+/// for its backward (recomputing them costs two transforms).
+public struct WinogradOperands: Sendable {
+    public let u: [Float]
+    public let v: [Float]
+}
+
 extension Tensor {
     /// 3×3 convolution, stride 1, padding 1, no bias, of all images at once by Winograd's
     /// F(2×2, 3×3): `self` [C, N, H, W], weight [O, C, 3, 3] → [O, N, H, W]. The function of
@@ -57,7 +64,8 @@ extension Tensor {
         precondition(rank == 4 && weight.shape == [weight.shape[0], shape[0], 3, 3],
                      "conv3x3WinogradCNHW: input \(shape) must be [C, N, H, W] and weight \(weight.shape) [O, C, 3, 3]")
         let (c, n, h, w) = (shape[0], shape[1], shape[2], shape[3]), o = weight.shape[0]
-        let y = Kernels.conv3x3Winograd(data, c: c, n: n, h: h, w: w, weight: weight.data, o: o)
-        return record(Tensor(shape: [o, n, h, w], data: y), [self, weight], .conv3x3WinogradCNHW)
+        let r = Kernels.conv3x3WinogradOperands(data, c: c, n: n, h: h, w: w, weight: weight.data, o: o)
+        let out = Tensor(shape: [o, n, h, w], data: r.y)
+        return record(out, [self, weight], .conv3x3WinogradCNHW(WinogradOperands(u: r.u, v: r.v)))
     }
 }
