@@ -41,6 +41,17 @@ extension Kernels {
         }
     }
 
+    /// Runs the 16 GEMMs of a Winograd step: whole GEMMs split over the threads (each GEMM on
+    /// one thread: one dispatch instead of sixteen, and no k split, so the same bits on any
+    /// thread count); `body(ξ, threads)` gets the thread count its GEMM may use.
+    static func batchedGEMM(_ body: @Sendable (Int, Int) -> Void) {
+        if Parallel.threads <= 1 {
+            for xi in 0..<16 { body(xi, 1) }
+        } else {
+            Parallel.forEach(16) { xi in body(xi, 1) }
+        }
+    }
+
     /// Filter pairs (o, c) per task of the filter transforms.
     static let winogradFilterChunk = 1024
 
@@ -362,10 +373,11 @@ extension Kernels {
         let m = u.withUnsafeBufferPointer { ub in
             v.withUnsafeBufferPointer { vb in
                 uninitializedArray(16 * o * tiles) { (mb: UnsafeMutablePointer<T>) in
-                    for xi in 0..<16 {
-                        gemmGeneric(transA: false, transB: false, m: o, n: tiles, k: c, a: ub.baseAddress! + xi * o * c, lda: c,
-                                    b: vb.baseAddress! + xi * c * tiles, ldb: tiles,
-                                    c: mb + xi * o * tiles, ldc: tiles, accumulate: false)
+                    let a = SendableConstPointer(ub.baseAddress!), b = SendableConstPointer(vb.baseAddress!), cp = SendablePointer(mb)
+                    batchedGEMM { xi, threads in
+                        gemmGeneric(transA: false, transB: false, m: o, n: tiles, k: c, a: a.base + xi * o * c, lda: c,
+                                    b: b.base + xi * c * tiles, ldb: tiles,
+                                    c: cp.base + xi * o * tiles, ldc: tiles, accumulate: false, threads: threads)
                     }
                 }
             }
@@ -389,10 +401,12 @@ extension Kernels {
                 dm.withUnsafeBufferPointer { mb in
                     v.withUnsafeBufferPointer { vb in
                         du.withUnsafeMutableBufferPointer { db in
-                            for xi in 0..<16 {
-                                gemmGeneric(transA: false, transB: true, m: o, n: c, k: tiles, a: mb.baseAddress! + xi * o * tiles,
-                                            lda: tiles, b: vb.baseAddress! + xi * c * tiles, ldb: tiles,
-                                            c: db.baseAddress! + xi * o * c, ldc: c, accumulate: false)
+                            let a = SendableConstPointer(mb.baseAddress!), b = SendableConstPointer(vb.baseAddress!)
+                            let cp = SendablePointer(db.baseAddress!)
+                            batchedGEMM { xi, threads in
+                                gemmGeneric(transA: false, transB: true, m: o, n: c, k: tiles, a: a.base + xi * o * tiles,
+                                            lda: tiles, b: b.base + xi * c * tiles, ldb: tiles,
+                                            c: cp.base + xi * o * c, ldc: c, accumulate: false, threads: threads)
                             }
                         }
                     }
@@ -408,10 +422,12 @@ extension Kernels {
                 u.withUnsafeBufferPointer { ub in
                     dm.withUnsafeBufferPointer { mb in
                         dv.withUnsafeMutableBufferPointer { db in
-                            for xi in 0..<16 {
-                                gemmGeneric(transA: true, transB: false, m: c, n: tiles, k: o, a: ub.baseAddress! + xi * o * c,
-                                            lda: c, b: mb.baseAddress! + xi * o * tiles, ldb: tiles,
-                                            c: db.baseAddress! + xi * c * tiles, ldc: tiles, accumulate: false)
+                            let a = SendableConstPointer(ub.baseAddress!), b = SendableConstPointer(mb.baseAddress!)
+                            let cp = SendablePointer(db.baseAddress!)
+                            batchedGEMM { xi, threads in
+                                gemmGeneric(transA: true, transB: false, m: c, n: tiles, k: o, a: a.base + xi * o * c,
+                                            lda: c, b: b.base + xi * o * tiles, ldb: tiles,
+                                            c: cp.base + xi * c * tiles, ldc: tiles, accumulate: false, threads: threads)
                             }
                         }
                     }
