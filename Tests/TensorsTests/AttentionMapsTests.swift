@@ -1,6 +1,5 @@
 import XCTest
 import NN
-import Verification
 import Tensors
 import FLMM
 
@@ -36,6 +35,25 @@ private func assertOneHot(_ t: Tensor, n: Int, c: Int, y: Int, x: Int, value v: 
                            "plane (\(n), \(c)) at (\(yy), \(xx))", file: file, line: line)
         }
     }
+}
+
+/// Worst |finite difference − analytic| of the phrase-map kernels in Double, for attention `a`
+/// [l, h, r, k] and a random output gradient.
+private func worstPhraseMapsGradientError(_ a: [Double], l: Int, h: Int, r: Int, k: Int, plan: PhraseMapPlan,
+                                          rng: inout PhiloxRNG) -> Double {
+    let g = (0..<plan.outputShape(layers: l, heads: h).product).map { _ in Double(rng.nextFloat()) - 0.5 }
+    func f(_ x: [Double]) -> Double {
+        zip(Kernels.phraseMaps(x, layers: l, heads: h, rows: r, cols: k, plan: plan), g).reduce(0) { $0 + $1.0 * $1.1 }
+    }
+    let analytic = Kernels.phraseMapsBackward(g, a, layers: l, heads: h, rows: r, cols: k, plan: plan)
+    var worst = 0.0
+    for i in a.indices {
+        var p = a, m = a
+        p[i] += 1e-6
+        m[i] -= 1e-6
+        worst = max(worst, abs((f(p) - f(m)) / 2e-6 - analytic[i]))
+    }
+    return worst
 }
 
 final class AttentionMapsTests: XCTestCase {
@@ -189,20 +207,8 @@ final class AttentionMapsTests: XCTestCase {
         for merge in PhraseMerge.allCases {
             for order in [PhraseMapChannelOrder.mapMajor, .layerMajor] {
                 let plan = PhraseMapPlan(rowsPerPhrase: [[1, 4, 5], [6], [0, 2]], maps: maps, merge: merge, channelOrder: order)
-                let shape = plan.outputShape(layers: l, heads: h)
-                let g = (0..<shape.product).map { _ in Double(rng.nextFloat()) - 0.5 }
-                func f(_ x: [Double]) -> Double {
-                    zip(Kernels.phraseMaps(x, layers: l, heads: h, rows: r, cols: k, plan: plan), g).reduce(0) { $0 + $1.0 * $1.1 }
-                }
-                let analytic = Kernels.phraseMapsBackward(g, a, layers: l, heads: h, rows: r, cols: k, plan: plan)
-                var worst = 0.0
-                for i in a.indices {
-                    var p = a, m = a
-                    p[i] += 1e-6
-                    m[i] -= 1e-6
-                    worst = max(worst, abs((f(p) - f(m)) / 2e-6 - analytic[i]))
-                }
-                XCTAssertLessThan(worst, 1e-8, "\(merge) \(order)")
+                XCTAssertLessThan(worstPhraseMapsGradientError(a, l: l, h: h, r: r, k: k, plan: plan, rng: &rng), 1e-8,
+                                  "\(merge) \(order)")
             }
         }
     }
@@ -320,31 +326,9 @@ final class AttentionMapsTests: XCTestCase {
                     PhraseMapPlan.Map(height: 4, width: 4, cellColumns: (0..<16).map { $0 % 12 })]
         for merge in PhraseMerge.allCases {
             let plan = PhraseMapPlan(rowsPerPhrase: [[0, 2, 3], [4]], maps: maps, merge: merge, channelOrder: .layerMajor)
-            let shape = plan.outputShape(layers: l, heads: h)
-            XCTAssertEqual(shape, [2, 6, 4, 4])
-            let g = (0..<shape.product).map { _ in Double(rng.nextFloat()) - 0.5 }
-            func f(_ x: [Double]) -> Double {
-                zip(Kernels.phraseMaps(x, layers: l, heads: h, rows: r, cols: k, plan: plan), g).reduce(0) { $0 + $1.0 * $1.1 }
-            }
-            let analytic = Kernels.phraseMapsBackward(g, a, layers: l, heads: h, rows: r, cols: k, plan: plan)
-            var worst = 0.0
-            for i in a.indices {
-                var p = a, m = a
-                p[i] += 1e-6
-                m[i] -= 1e-6
-                worst = max(worst, abs((f(p) - f(m)) / 2e-6 - analytic[i]))
-            }
-            XCTAssertLessThan(worst, 1e-8, "\(merge)")
+            XCTAssertEqual(plan.outputShape(layers: l, heads: h), [2, 6, 4, 4])
+            XCTAssertLessThan(worstPhraseMapsGradientError(a, l: l, h: h, r: r, k: k, plan: plan, rng: &rng), 1e-8, "\(merge)")
         }
-    }
-
-    /// Runs golden case `name` through the verifier; every tensor must pass the tolerance rule.
-    private func assertGoldenPasses(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let report = try Verifier.verify(file: goldenURL(name))
-        printReport(report)
-        XCTAssertTrue(report.passed, "golden case \(name) failed", file: file, line: line)
-        XCTAssertFalse(report.comparisons.isEmpty, file: file, line: line)
-        XCTAssertEqual(report.extraComputed, [], file: file, line: line)
     }
 
     func testGoldenAttentionPipeline() throws { try assertGoldenPasses("flmm_attention_pipeline") }

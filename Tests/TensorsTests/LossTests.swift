@@ -1,5 +1,4 @@
 import XCTest
-import Verification
 import Tensors
 import FLMM
 
@@ -86,15 +85,6 @@ final class LossTests: XCTestCase {
         XCTAssertEqual(terms.bce.item, sigmoidBinaryCrossEntropy(pred.reshape([8]), gt.reshape([8]), avgFactor: 8).item)
         // σ(x) > 0.5 is evaluated in Float: a tiny positive logit rounds to σ = 0.5, not foreground.
         XCTAssertEqual(binarizedAccuracyAndIoU(logits: Tensor(shape: [1, 1], data: [1e-9]), gt: Tensor(shape: [1, 1], data: [0])).accuracy, 1)
-    }
-
-    /// Runs golden case `name` through the verifier; every tensor must pass the tolerance rule.
-    private func assertGoldenPasses(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let report = try Verifier.verify(file: goldenURL(name))
-        printReport(report)
-        XCTAssertTrue(report.passed, "golden case \(name) failed", file: file, line: line)
-        XCTAssertFalse(report.comparisons.isEmpty, file: file, line: line)
-        XCTAssertEqual(report.extraComputed, [], file: file, line: line)
     }
 
     func testGoldenDice() throws { try assertGoldenPasses("loss_dice") }

@@ -1,5 +1,4 @@
 import XCTest
-import Verification
 import Tensors
 import FLMM
 
@@ -42,15 +41,6 @@ final class MetricsTests: XCTestCase {
             direct += abs(t[k + 1] - t[k]) * acc
         }
         XCTAssertEqual(pngAverageRecall(ious), direct)
-    }
-
-    /// Runs golden case `name` through the verifier; every tensor must pass the tolerance rule.
-    private func assertGoldenPasses(_ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let report = try Verifier.verify(file: goldenURL(name))
-        printReport(report)
-        XCTAssertTrue(report.passed, "golden case \(name) failed", file: file, line: line)
-        XCTAssertFalse(report.comparisons.isEmpty, file: file, line: line)
-        XCTAssertEqual(report.extraComputed, [], file: file, line: line)
     }
 
     func testGoldenMetrics() throws { try assertGoldenPasses("metrics_iou") }

@@ -1,7 +1,6 @@
 import XCTest
 import NN
 import Tensors
-import Verification
 import FLMM
 
 /// Σ g·f(x) and its finite-difference gradient in Double (central, step 1e-6).
@@ -242,11 +241,6 @@ final class UNetHeadTests: XCTestCase {
     // MARK: golden cases
 
     func testGoldenUNetHeads() throws {
-        for name in ["unet_head", "unet_head_raw", "unet_head_bn"] {
-            let report = try Verifier.verify(file: goldenURL(name))
-            printReport(report)
-            XCTAssertTrue(report.passed, "golden case \(name) failed")
-            XCTAssertEqual(report.extraComputed, [], name)
-        }
+        for name in ["unet_head", "unet_head_raw", "unet_head_bn"] { try assertGoldenPasses(name) }
     }
 }
