@@ -40,8 +40,8 @@ build: deps
 
 # Golden cases checked through the command-line verifier on 1 and 2 threads (outputs must be
 # bitwise identical): every case the toolkit registers.
-GOLDEN_FILES := $(wildcard Tests/Goldens/ops_*.safetensors Tests/Goldens/loss_*.safetensors \
-                  Tests/Goldens/metrics_*.safetensors Tests/Goldens/flmm_attention_pipeline.safetensors)
+GOLDEN_FILES := $(filter-out %checkpoint_tiny_sam.safetensors %flmm_step.safetensors, \
+                  $(wildcard Tests/Goldens/*.safetensors))
 
 test: deps
 	swift build $(SWIFT_FLAGS) --build-tests
@@ -51,9 +51,10 @@ test: deps
 # `flmm verify-golden` over the golden files with FLMM_THREADS=1 and 2; the saved outputs must match bit for bit.
 verify-threads:
 	@rm -rf .build/verify-t1 .build/verify-t2
-	FLMM_THREADS=1 $(BIN)/flmm verify-golden --save .build/verify-t1 $(GOLDEN_FILES) | tail -1
-	FLMM_THREADS=2 $(BIN)/flmm verify-golden --save .build/verify-t2 $(GOLDEN_FILES) | tail -1
-	cmp -s <(cd .build/verify-t1 && cat $$(ls)) <(cd .build/verify-t2 && cat $$(ls)) \
+	@echo "flmm verify-golden on $(words $(GOLDEN_FILES)) golden files, FLMM_THREADS=1 and 2"
+	@set -o pipefail; FLMM_THREADS=1 $(BIN)/flmm verify-golden --save .build/verify-t1 $(GOLDEN_FILES) | tail -1
+	@set -o pipefail; FLMM_THREADS=2 $(BIN)/flmm verify-golden --save .build/verify-t2 $(GOLDEN_FILES) | tail -1
+	@cmp -s <(cd .build/verify-t1 && cat $$(ls)) <(cd .build/verify-t2 && cat $$(ls)) \
 	  && diff <(ls .build/verify-t1) <(ls .build/verify-t2) \
 	  && echo "verify-golden outputs bitwise identical on 1 and 2 threads ($$(ls .build/verify-t1 | wc -l) cases)"
 
