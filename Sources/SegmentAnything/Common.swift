@@ -75,6 +75,12 @@ public final class MLP: Module {
     linear(x, weight: l.weight, bias: l.bias)
 }
 
+/// `nn.LayerNorm([D])` forward over the last dim of x [..., D], on the row kernels.
+@inline(__always) func apply(_ n: LayerNorm, _ x: Tensor) -> Tensor {
+    precondition(n.normalizedShape.count == 1, "LayerNorm over \(n.normalizedShape): SAM normalises one dim")
+    return layerNormRows(x, weight: n.weight, bias: n.bias, eps: n.eps)
+}
+
 /// `nn.Conv2d` forward: x [N, C, H, W] → [N, O, H', W'].
 @inline(__always) func apply(_ c: Conv2d, _ x: Tensor) -> Tensor {
     conv2d(x, weight: c.weight, bias: c.bias, stride: c.stride, padding: c.padding, dilation: c.dilation)

@@ -151,7 +151,7 @@ public final class ViTBlock: Module {
     /// x [B, H, W, D] → [B, H, W, D].
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let shortcut = x
-        var y = norm1(x)
+        var y = apply(norm1, x)
         if windowSize > 0 {
             let (h, w) = (y.shape[1], y.shape[2])
             let (windows, padHW) = windowPartition(y, windowSize: windowSize)
@@ -160,7 +160,7 @@ public final class ViTBlock: Module {
             y = attn(y)
         }
         let x1 = shortcut + y
-        return x1 + mlp(norm2(x1))
+        return x1 + mlp(apply(norm2, x1))
     }
 }
 

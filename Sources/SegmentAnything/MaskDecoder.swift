@@ -95,8 +95,7 @@ public final class MaskDecoder: Module {
         // each ConvTranspose2d(k=2, s=2) is a Linear to the 2×2 sub-pixels then a pixel
         // shuffle, LayerNorm2d is a LayerNorm over the channels. Same values as NCHW.
         var up = convTranspose2x2TokenMajor(keys, h: h, w: w, upscaleConv1)        // [B, 4hw, C/4]
-        up = layerNorm(up, normalizedShape: [upscaleNorm.numChannels], weight: upscaleNorm.weight,
-                       bias: upscaleNorm.bias, eps: upscaleNorm.eps).geluVectorized()
+        up = layerNormRows(up, weight: upscaleNorm.weight, bias: upscaleNorm.bias, eps: upscaleNorm.eps).geluVectorized()
         up = convTranspose2x2TokenMajor(up, h: 2 * h, w: 2 * w, upscaleConv2).geluVectorized()  // [B, 16hw, C/8]
         var hyper: [Tensor] = []
         for i in 0..<numMaskTokens {
@@ -104,7 +103,7 @@ public final class MaskDecoder: Module {
         }
         let hyperIn = cat(hyper, dim: 1)                                                     // [B, M, C/8]
         // masks[b, m, p] = Σ_c hyper[b, m, c] · up[b, p, c]
-        let masks = matmul(up, hyperIn.transpose(1, 2)).transpose(1, 2).reshape([b, numMaskTokens, 4 * h, 4 * w])
+        let masks = matmulNT(hyperIn, up).reshape([b, numMaskTokens, 4 * h, 4 * w])
         let iouPred = iouPredictionHead(iouTokenOut)
         return (masks, iouPred)
     }

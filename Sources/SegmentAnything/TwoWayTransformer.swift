@@ -89,13 +89,13 @@ public final class TwoWayAttentionBlock: Module {
             let q = queries + queryPE
             qs = queries + selfAttn(q: q, k: q, v: queries)
         }
-        qs = norm1(qs)
+        qs = apply(norm1, qs)
 
         let k = keys + keyPE
-        qs = norm2(qs + crossAttnTokenToImage(q: qs + queryPE, k: k, v: keys))
-        qs = norm3(qs + mlp(qs))
+        qs = apply(norm2, qs + crossAttnTokenToImage(q: qs + queryPE, k: k, v: keys))
+        qs = apply(norm3, qs + mlp(qs))
 
-        let ks = norm4(keys + crossAttnImageToToken(q: k, k: qs + queryPE, v: qs))
+        let ks = apply(norm4, keys + crossAttnImageToToken(q: k, k: qs + queryPE, v: qs))
         return (qs, ks)
     }
 }
@@ -140,7 +140,7 @@ public final class TwoWayTransformer: Module {
             (queries, keys) = layer(queries: queries, keys: keys, queryPE: pointEmbedding, keyPE: keyPE)
         }
         let attnOut = finalAttnTokenToImage(q: queries + pointEmbedding, k: keys + keyPE, v: keys)
-        queries = normFinalAttn(queries + attnOut)
+        queries = apply(normFinalAttn, queries + attnOut)
         return (queries, keys)
     }
 }

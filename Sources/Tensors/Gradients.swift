@@ -76,6 +76,10 @@ public enum Primitive: Sendable {
     case multiHeadAttention(AttentionGeometry, probs: [Float])
     // GELU with the vectorised erf: input [x].
     case geluVectorized
+    // a · bᵀ per batch for small a: inputs [a [B, M, K], b [B, N, K]].
+    case matmulNT
+    // LayerNorm over contiguous rows: inputs [x] + [weight] + [bias] when present; row statistics kept.
+    case layerNormRows(mean: [Double], rstd: [Double], hasWeight: Bool, hasBias: Bool)
 }
 
 enum Gradients {
@@ -244,6 +248,19 @@ enum Gradients {
             return out
         case .geluVectorized:
             return [Tensor(shape: x[0].shape, data: Kernels.geluVectorizedBackward(g.data, x[0].data))]
+        case .matmulNT:
+            let (a, b) = (x[0].shape, x[1].shape)
+            let r = Kernels.matmulNTBackward(g.data, x[0].data, x[1].data, batch: a[0], m: a[1], n: b[1], k: a[2],
+                                             needA: x[0].tracksGradient, needB: x[1].tracksGradient)
+            return [r.da.map { Tensor(shape: a, data: $0) }, r.db.map { Tensor(shape: b, data: $0) }]
+        case .layerNormRows(let mean, let rstd, let hasWeight, let hasBias):
+            let d = x[0].shape[x[0].rank - 1]
+            let r = Kernels.layerNormRowsBackward(g.data, x[0].data, rows: mean.count, d: d, mean: mean, rstd: rstd,
+                                                  weight: hasWeight ? x[1].data : nil)
+            var out: [Tensor?] = [Tensor(shape: x[0].shape, data: r.dx)]
+            if hasWeight { out.append(Tensor(shape: [d], data: r.dWeight)) }
+            if hasBias { out.append(Tensor(shape: [d], data: r.dBias)) }
+            return out
         }
     }
 

@@ -13,10 +13,9 @@
 //     relH[(i, j), k] = Σ_c Q_h[(i, j), c] Rh[i, k, c],  relW[(i, j), l] = Σ_c Q_h[(i, j), c] Rw[j, l, c]
 //     (from the unscaled Q, as SAM's add_decomposed_rel_pos)
 //   P = softmax_rows(S); O_h = P V_h
-// Softmax per row: m = max; e = exp(x − m); sum in Double in column order; y = e · (1 / sum)
+// Softmax per row: m = max; e = exp(x − m); sum in Double in a fixed order; y = e · (1 / sum)
 // (PyTorch's vectorised softmax also multiplies by the reciprocal). Float rows use
-// `Kernels.expFloat16` / `expFloat` (one formula for vector lanes and scalars); other scalars
-// `T.exp`.
+// `Kernels.expFloat` (a polynomial the compiler vectorises); other scalars `T.exp`.
 //
 // Parallelism (bitwise identical for any thread count): the forward splits (b, h, row block)
 // units, each writing its own rows and head columns of O (and of P when kept); the backward
@@ -71,44 +70,15 @@ extension Kernels {
 
     static let expHi: Float = 88.72283, expLo: Float = -87.33654
 
-    /// e^x on 16 lanes: x clamped to [−87.34, 88.72] (below: 0, above: +inf, NaN stays NaN);
+    /// e^x for Float, written so that loops over it vectorise (no calls, no traps, selects
+    /// only): x clamped to [−87.34, 88.72] (below: 0, above: +inf, NaN stays NaN);
     /// n = round(x·log₂e); r = x − n·ln2 (ln2 in two parts, FMA); e^r = 1 + r + r²·P(r) with
     /// Cephes' degree-5 P; times 2^⌊n/2⌋ · 2^(n − ⌊n/2⌋). About 1 ulp.
     @inline(__always)
-    public static func expFloat16(_ x: SIMD16<Float>) -> SIMD16<Float> {
-        let lo = SIMD16<Float>(repeating: expLo), hi = SIMD16<Float>(repeating: expHi)
-        var xc = x.replacing(with: lo, where: x .< lo)
-        xc.replace(with: hi, where: xc .> hi)
-        let n = (xc * 1.44269504088896341).rounded(.toNearestOrEven)
-        var r = xc.addingProduct(n, SIMD16(repeating: -0.693359375))
-        r = r.addingProduct(n, SIMD16(repeating: 2.12194440e-4))
-        var p = SIMD16<Float>(repeating: 1.9875691500e-4)
-        p = SIMD16(repeating: 1.3981999507e-3).addingProduct(p, r)
-        p = SIMD16(repeating: 8.3334519073e-3).addingProduct(p, r)
-        p = SIMD16(repeating: 4.1665795894e-2).addingProduct(p, r)
-        p = SIMD16(repeating: 1.6666665459e-1).addingProduct(p, r)
-        p = SIMD16(repeating: 5.0000001201e-1).addingProduct(p, r)
-        var y = (r.addingProduct(p, r * r)) + 1
-        // n (an integer-valued float in [−126, 128]) as Int32 lanes: adding 1.5·2²³ puts it in
-        // the low mantissa bits.
-        let ni = unsafeBitCast(n + 12582912, to: SIMD16<Int32>.self) &- 0x4B40_0000
-        let a = ni &>> 1, b = ni &- a
-        y = y * unsafeBitCast((a &+ 127) &<< 23, to: SIMD16<Float>.self)
-        y = y * unsafeBitCast((b &+ 127) &<< 23, to: SIMD16<Float>.self)
-        y.replace(with: 0, where: x .< lo)
-        y.replace(with: .infinity, where: x .> hi)
-        y.replace(with: x, where: x .!= x)
-        return y
-    }
-
-    /// The same formula on one Float (equal to a lane of `expFloat16`).
-    @inline(__always)
     public static func expFloat(_ x: Float) -> Float {
-        if x.isNaN { return x }
-        if x < expLo { return 0 }
-        if x > expHi { return .infinity }
-        let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
-        var r = x.addingProduct(n, -0.693359375)
+        let xc = Swift.min(Swift.max(x, expLo), expHi)
+        let n = (xc * 1.44269504088896341).rounded(.toNearestOrEven)
+        var r = xc.addingProduct(n, -0.693359375)
         r = r.addingProduct(n, 2.12194440e-4)
         var p: Float = 1.9875691500e-4
         p = Float(1.3981999507e-3).addingProduct(p, r)
@@ -117,11 +87,15 @@ extension Kernels {
         p = Float(1.6666665459e-1).addingProduct(p, r)
         p = Float(5.0000001201e-1).addingProduct(p, r)
         var y = r.addingProduct(p, r * r) + 1
-        let ni = Int32(n)
-        let a = ni >> 1, b = ni - a
-        y = y * Float(bitPattern: UInt32(bitPattern: (a + 127) << 23))
-        y = y * Float(bitPattern: UInt32(bitPattern: (b + 127) << 23))
-        return y
+        // n (an integer-valued float in [−126, 128]) as an Int32: adding 1.5·2²³ puts it in the
+        // low mantissa bits.
+        let ni = Int32(bitPattern: (n + 12582912).bitPattern &- 0x4B40_0000)
+        let a = ni &>> 1, b = ni &- a
+        y = y * Float(bitPattern: UInt32(bitPattern: (a &+ 127) &<< 23))
+        y = y * Float(bitPattern: UInt32(bitPattern: (b &+ 127) &<< 23))
+        y = x < expLo ? 0 : y
+        y = x > expHi ? .infinity : y
+        return x != x ? x : y
     }
 
     // MARK: softmax of a row
@@ -145,44 +119,41 @@ extension Kernels {
         for j in 0..<n { x[j] *= inv }
     }
 
+    /// Float softmax of a row; every loop vectorises. The sum of the exponentials is taken in
+    /// Double over 16 fixed lanes (lane l sums elements l, l+16, …), lanes added in order, then
+    /// the tail: the same order on every run. A row holding a NaN becomes all NaN.
     static func softmaxRowFloat(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-        let raw = UnsafeMutableRawPointer(x)
-        let nv = n / 16
-        var mv = SIMD16<Float>(repeating: -.infinity)
-        var m = -Float.infinity
-        for v in 0..<nv {
-            let xv = raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self)
-            mv.replace(with: xv, where: xv .> mv)
-        }
-        m = mv.max()
-        for j in (16 * nv)..<n { m = Swift.max(m, x[j]) }
-        var hasNaN = false
-        for j in 0..<n where x[j].isNaN { hasNaN = true; break }
-        if hasNaN {
+        var nans = 0
+        for j in 0..<n { nans &+= x[j] != x[j] ? 1 : 0 }
+        if nans > 0 {
             for j in 0..<n { x[j] = .nan }
             return
         }
-        let mb = SIMD16<Float>(repeating: m)
+        var m0 = -Float.infinity, m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0
+        var j = 0
+        while j + 8 <= n {
+            m0 = Swift.max(m0, x[j]); m1 = Swift.max(m1, x[j + 1]); m2 = Swift.max(m2, x[j + 2])
+            m3 = Swift.max(m3, x[j + 3]); m4 = Swift.max(m4, x[j + 4]); m5 = Swift.max(m5, x[j + 5])
+            m6 = Swift.max(m6, x[j + 6]); m7 = Swift.max(m7, x[j + 7])
+            j += 8
+        }
+        var m = Swift.max(Swift.max(Swift.max(m0, m1), Swift.max(m2, m3)), Swift.max(Swift.max(m4, m5), Swift.max(m6, m7)))
+        while j < n { m = Swift.max(m, x[j]); j += 1 }
+        for i in 0..<n { x[i] = expFloat(x[i] - m) }
+        let raw = UnsafeMutableRawPointer(x)
+        let nv = n / 16
         var s0 = SIMD8<Double>(), s1 = SIMD8<Double>()
         for v in 0..<nv {
-            let e = expFloat16(raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self) - mb)
-            raw.storeBytes(of: e, toByteOffset: 64 * v, as: SIMD16<Float>.self)
+            let e = raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self)
             s0 += SIMD8<Double>(e.lowHalf)
             s1 += SIMD8<Double>(e.highHalf)
         }
-        var s = (s0 + s1).sum()
-        for j in (16 * nv)..<n {
-            let e = expFloat(x[j] - m)
-            x[j] = e
-            s += Double(e)
-        }
+        var s = 0.0
+        for l in 0..<8 { s += s0[l] }
+        for l in 0..<8 { s += s1[l] }
+        for i in (16 * nv)..<n { s += Double(x[i]) }
         let inv = Float(1 / s)
-        let iv = SIMD16<Float>(repeating: inv)
-        for v in 0..<nv {
-            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self) * iv,
-                           toByteOffset: 64 * v, as: SIMD16<Float>.self)
-        }
-        for j in (16 * nv)..<n { x[j] *= inv }
+        for i in 0..<n { x[i] *= inv }
     }
 
     // MARK: forward

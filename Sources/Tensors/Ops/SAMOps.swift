@@ -1,6 +1,8 @@
-// Fused multi-head attention on the [B, N, NH·d] layout (kernels: Kernels/AttentionKernels.swift).
-// SAM's attention layers (two-way transformer and image encoder) run on it: one primitive instead
-// of the head split/merge copies, matmuls and softmax of the composite, with a closed-form backward.
+// Ops for SAM's large tensors, each a primitive with a closed-form backward: fused multi-head
+// attention on the [B, N, NH·d] layout (Kernels/AttentionKernels.swift), GELU with a vectorised
+// erf (Kernels/GELUKernels.swift), a · bᵀ for a small a (Kernels/SmallMatmulKernels.swift) and
+// LayerNorm over contiguous rows (Kernels/RowNormKernels.swift).
+// Each replaces a composite of general ops whose copies and passes dominated SAM's step.
 
 /// softmax(scaled(q_h k_hᵀ) [+ decomposed relative-position bias]) v_h for every head h, where
 /// head h is columns h·d ..< (h+1)·d of the last dim.
@@ -47,4 +49,32 @@ extension Tensor {
     public func geluVectorized() -> Tensor {
         record(Tensor(shape: shape, data: Kernels.geluVectorized(data)), [self], .geluVectorized)
     }
+}
+
+/// a · bᵀ per batch for a small `a`: a [B, M, K], b [B, N, K] → [B, M, N] (SAM's mask product,
+/// hypernetwork weights [B, 4, 32] against upscaled features [B, 65536, 32]). Same values as
+/// `matmul(a, b.transpose(1, 2))` (each sum in k order with FMA) without the transpose and
+/// the packing a GEMM spends on such shapes.
+public func matmulNT(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.rank == 3 && b.rank == 3 && a.shape[0] == b.shape[0] && a.shape[2] == b.shape[2],
+                 "matmulNT: a \(a.shape) and b \(b.shape) must be [B, M, K] and [B, N, K]")
+    let (batch, m, k, n) = (a.shape[0], a.shape[1], a.shape[2], b.shape[1])
+    return record(Tensor(shape: [batch, m, n], data: Kernels.matmulNT(a.data, b.data, batch: batch, m: m, n: n, k: k)),
+                  [a, b], .matmulNT)
+}
+
+/// `F.layer_norm(x, [D], weight, bias, eps)` over the last dim of x [..., D] (contiguous rows),
+/// with kernels that make one pass per statistic (Kernels/RowNormKernels.swift): for SAM's
+/// norms over thousands of tokens. Same function as `layerNorm(x, normalizedShape: [D], ...)`.
+public func layerNormRows(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Double) -> Tensor {
+    precondition(x.rank >= 1, "layerNormRows: input must have rank ≥ 1")
+    let d = x.shape[x.rank - 1], rows = x.count / Swift.max(d, 1)
+    if let weight { precondition(weight.shape == [d], "layerNormRows: weight \(weight.shape) for input \(x.shape)") }
+    if let bias { precondition(bias.shape == [d], "layerNormRows: bias \(bias.shape) for input \(x.shape)") }
+    let r = Kernels.layerNormRows(x.data, rows: rows, d: d, weight: weight?.data, bias: bias?.data, eps: eps)
+    var inputs = [x]
+    if let weight { inputs.append(weight) }
+    if let bias { inputs.append(bias) }
+    return record(Tensor(shape: x.shape, data: r.y), inputs,
+                  .layerNormRows(mean: r.mean, rstd: r.rstd, hasWeight: weight != nil, hasBias: bias != nil))
 }
