@@ -24,6 +24,8 @@ extension Kernels {
     /// C[batch] = op(A[batch]) · op(B[batch]) for every index of `batch`, with A's and B's batch
     /// dims broadcast to `batch` (matrix strides 0 on broadcast dims). op(A) is [m, k] (A stored
     /// [k, m] when `transA`), op(B) is [k, n]. Returns C, [batch..., m, n] contiguous.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func batchedGEMM<T: BinaryFloatingPoint>(
         batch: [Int], a: [T], aBatch: [Int], transA: Bool, b: [T], bBatch: [Int], transB: Bool,
         m: Int, n: Int, k: Int
@@ -95,6 +97,8 @@ extension Kernels {
     }
 
     /// torch.matmul for rank >= 2 inputs: a [..., N, K] @ b [..., K, M] -> [batch..., N, M].
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func matmul<T: BinaryFloatingPoint>(_ a: [T], _ aShape: [Int], _ b: [T], _ bShape: [Int]) -> [T] {
         let outShape = matmulShape(aShape, bShape)
         let r = outShape.count
@@ -111,6 +115,8 @@ extension Kernels {
 
     /// Gradients of `matmul` given g = dL/dC: (dL/dA, dL/dB), each nil when not asked for.
     /// dA = g · Bᵀ, dB = Aᵀ · g, summed over the dims each input was broadcast along.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func matmulBackward<T: BinaryFloatingPoint>(
         _ g: [T], _ a: [T], _ aShape: [Int], _ b: [T], _ bShape: [Int], needA: Bool, needB: Bool
     ) -> ([T]?, [T]?) {
@@ -149,6 +155,8 @@ extension Kernels {
 
     /// nn.Linear on `rows` vectors: y[rows, out] = x[rows, in] · Wᵀ + bias, W [out, in].
     /// Each y[r, o] is bias[o] (or 0) plus the products in input order (FMA).
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func linear<T: BinaryFloatingPoint>(_ x: [T], rows: Int, weight w: [T], bias: [T]?,
                                                       inFeatures fin: Int, outFeatures fout: Int) -> [T] {
         var y = [T](repeating: 0, count: rows * fout)
@@ -170,6 +178,8 @@ extension Kernels {
 
     /// Gradients of `linear` given g [rows, out]: dx = g · W [rows, in], dW = gᵀ · x [out, in],
     /// dbias[o] = Σ_r g[r, o] (Double, row order). Each nil when not asked for.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func linearBackward<T: BinaryFloatingPoint>(
         _ g: [T], _ x: [T], rows: Int, weight w: [T], inFeatures fin: Int, outFeatures fout: Int,
         needX: Bool, needW: Bool, needBias: Bool

@@ -280,6 +280,8 @@ extension Kernels {
 
     /// torch.nn.functional.conv2d (groups 1): x [N, C, H, W], weight [O, C, kH, kW], bias [O]?
     /// → [N, O, Ho, Wo]. Each output is bias (or 0) plus the products in (c, i, j) order.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func conv2d<T: BinaryFloatingPoint>(_ x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int],
                                                       bias: [T]?, _ g: Conv2dGeometry) -> [T] {
         checkConv(xShape, wShape, op: "conv2d")
@@ -290,6 +292,8 @@ extension Kernels {
     }
 
     /// Gradients of `conv2d` given dy [N, O, Ho, Wo]: (dx, dW, dbias), each nil when not asked for.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func conv2dBackward<T: BinaryFloatingPoint>(
         _ gy: [T], x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int], _ g: Conv2dGeometry,
         needX: Bool, needWeight: Bool, needBias: Bool
@@ -314,6 +318,8 @@ extension Kernels {
 
     /// torch.nn.functional.conv_transpose2d (groups 1): x [N, C, H, W], weight [C, O, kH, kW],
     /// bias [O]? → [N, O, Ho, Wo]: the input gradient of conv2d(·, weight) with dy = x, plus bias.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func convTranspose2d<T: BinaryFloatingPoint>(_ x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int],
                                                                bias: [T]?, _ g: Conv2dGeometry,
                                                                outputPadding: (Int, Int) = (0, 0)) -> [T] {
@@ -340,6 +346,8 @@ extension Kernels {
 
     /// Gradients of `convTranspose2d` given dy [N, O, Ho, Wo]: dx = conv2d(dy, weight),
     /// dW = the weight gradient of that convolution with dy as input and x as output gradient.
+    @_specialize(exported: true, where T == Float)
+    @_specialize(exported: true, where T == Double)
     public static func convTranspose2dBackward<T: BinaryFloatingPoint>(
         _ gy: [T], x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int], _ g: Conv2dGeometry,
         outputPadding: (Int, Int) = (0, 0), needX: Bool, needWeight: Bool, needBias: Bool

@@ -17,13 +17,20 @@
 // column (or row) panels of C, never k. So every element has the bits of `gemmReference`.
 
 import CBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The packed GEMM and its variants. All sizes in elements.
 enum GEMMPacked {
     static let mr = 6
-    static let kc = 256
-    static let mc = 144
-    static let nc = 512
+    static let kc = tune("FLMM_KC", 256)
+    static let mc = tune("FLMM_MC", 144)
+    static let nc = tune("FLMM_NC", 512)
+    static func tune(_ name: String, _ d: Int) -> Int {
+        if let s = getenv(name), let v = Int(String(cString: s)) { return v }
+        return d
+    }
     /// Fewest flops worth a second thread.
     static let minFlopsPerThread = 1 << 21
 
@@ -183,9 +190,22 @@ enum GEMMPacked {
         let kcMax = min(kc, k)
         let mcMax = min(mc, (i1 - i0 + mr - 1) / mr * mr)
         let ncMax = min(nc, (j1 - j0 + nr - 1) / nr * nr)
-        let aPack = scratch(mcMax * kcMax), bPack = scratch(kcMax * ncMax), tile = scratch(mr * nr)
+        // When the rows fit one MC block, A is packed once for all of k and reused for every
+        // column block (block pc at aAll + pc·mPad); otherwise per (pc, ic) block.
+        let singleBlock = i1 - i0 <= mc
+        let mPad = (i1 - i0 + mr - 1) / mr * mr
+        let aPack = scratch(singleBlock ? mPad * k : mcMax * kcMax)
+        let bPack = scratch(kcMax * ncMax), tile = scratch(mr * nr)
         defer { aPack.deallocate(); bPack.deallocate(); tile.deallocate() }
         tile.initialize(repeating: 0, count: mr * nr)
+        if singleBlock {
+            var pc = 0
+            while pc < k {
+                let kcb = min(kc, k - pc)
+                packA(aPack + pc * mPad, a: a, lda: lda, trans: transA, i0: i0, mc: i1 - i0, p0: pc, kc: kcb)
+                pc += kcb
+            }
+        }
 
         var jc = j0
         while jc < j1 {
@@ -198,7 +218,10 @@ enum GEMMPacked {
                 var ic = i0
                 while ic < i1 {
                     let mcb = min(mc, i1 - ic)
-                    packA(aPack, a: a, lda: lda, trans: transA, i0: ic, mc: mcb, p0: pc, kc: kcb)
+                    let aBlock = singleBlock ? aPack + pc * mPad : aPack
+                    if !singleBlock {
+                        packA(aPack, a: a, lda: lda, trans: transA, i0: ic, mc: mcb, p0: pc, kc: kcb)
+                    }
                     var jr = 0
                     while jr < ncb {
                         let w = min(nr, ncb - jr)
@@ -206,7 +229,7 @@ enum GEMMPacked {
                         var ir = 0
                         while ir < mcb {
                             let h = min(mr, mcb - ir)
-                            let aPanel = aPack + (ir / mr) * kcb * mr
+                            let aPanel = aBlock + (ir / mr) * kcb * mr
                             let cTile = c + (ic + ir) * ldc + jc + jr
                             if h == mr && w == nr {
                                 microKernel(v, kcb, aPanel, bPanel, cTile, ldc, load)
