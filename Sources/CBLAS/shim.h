@@ -17,3 +17,6 @@
 #else
 #define FLMM_SIMD_FLOATS 4
 #endif
+
+// Software prefetch of a cache line for writing (the GEMM's next C tile), all cache levels.
+static inline void flmm_prefetch_c(const void *p) { __builtin_prefetch(p, 1, 3); }

@@ -61,6 +61,12 @@ final class GEMMTests: XCTestCase {
         XCTAssertEqual(cases, Self.shapes.count * 8)
     }
 
+    /// A too large to pack whole (m·k > 4M floats on one thread): A packed per (KC, MC) block.
+    func testBlockwisePackedA() {
+        let (ours, ref) = Self.run(m: 2100, n: 7, k: 2001, transA: false, transB: true, accumulate: true)
+        XCTAssertEqual(Self.bits(ours), Self.bits(ref))
+    }
+
     func testPaddedLeadingDimensions() {
         for (m, n, k) in [(7, 45, 19), (20, 33, 300)] {
             for transA in [false, true] {

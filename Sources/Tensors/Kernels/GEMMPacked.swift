@@ -7,9 +7,13 @@
 //
 //   for jc in N by NC:                 (thread's column range)
 //     for pc in K by KC:               pack B[pc, jc] into KC×NR panels (L2)
-//       for ic in M by MC:             pack A[ic, pc] into MR×KC panels (L2)
+//       for ic in M by MC:             A[ic, pc] as MR×KC panels (L2; packed once per thread
+//                                      for all of A when it fits, else here)
 //         for jr in NC by NR:          B micro-panel stays in L1
 //           for ir in MC by MR:        micro-kernel: 12 vector accumulators, FMA per k
+//
+// Packing scratch comes from a pool (no page faults per call); the next C tile is prefetched
+// while the current one computes.
 //
 // Determinism: the micro-kernel keeps one accumulator per C element and adds the products in
 // k order with FMA (`addingProduct`), starting from 0 when pc == 0 and the call does not
@@ -19,18 +23,20 @@
 import CBLAS
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// The packed GEMM and its variants. All sizes in elements.
 enum GEMMPacked {
     static let mr = 6
-    static let kc = tune("FLMM_KC", 256)
-    static let mc = tune("FLMM_MC", 144)
-    static let nc = tune("FLMM_NC", 512)
-    static func tune(_ name: String, _ d: Int) -> Int {
-        if let s = getenv(name), let v = Int(String(cString: s)) { return v }
-        return d
-    }
+    /// Cache blocks, for 48 KB L1 / 2 MB L2 per core: a KC×NR B micro-panel (32 KB) stays in L1,
+    /// an MC×KC A block (144 KB) and a KC×NC B block (512 KB) in L2.
+    static let kc = 256
+    static let mc = 144
+    static let nc = 512
+    /// Largest A (floats) packed whole, once per GEMM and thread (16 MB).
+    static let maxPackedA = 1 << 22
     /// Fewest flops worth a second thread.
     static let minFlopsPerThread = 1 << 21
 
@@ -92,11 +98,11 @@ enum GEMMPacked {
 
     // MARK: helpers
 
-    /// 64-byte aligned scratch of `count` floats.
-    static func scratch(_ count: Int) -> UnsafeMutablePointer<Float> {
-        UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
-            .bindMemory(to: Float.self, capacity: max(count, 1))
-    }
+    /// 64-byte aligned scratch of at least `count` floats from the pool; give it back with `release`.
+    static func scratch(_ count: Int) -> UnsafeMutablePointer<Float> { ScratchPool.shared.take(count) }
+
+    /// Returns scratch to the pool.
+    static func release(_ p: UnsafeMutablePointer<Float>) { ScratchPool.shared.give(p) }
 
     /// Sets C[m, n] to zero (a GEMM with k = 0 that does not accumulate).
     static func zero(_ c: UnsafeMutablePointer<Float>, m: Int, n: Int, ldc: Int) {
@@ -190,15 +196,15 @@ enum GEMMPacked {
         let kcMax = min(kc, k)
         let mcMax = min(mc, (i1 - i0 + mr - 1) / mr * mr)
         let ncMax = min(nc, (j1 - j0 + nr - 1) / nr * nr)
-        // When the rows fit one MC block, A is packed once for all of k and reused for every
-        // column block (block pc at aAll + pc·mPad); otherwise per (pc, ic) block.
-        let singleBlock = i1 - i0 <= mc
+        // A is packed once for all of k and reused for every column block when it fits
+        // (block (ic, pc) at aAll + pc·mPad + (ic − i0)·kc); otherwise per (pc, ic) block.
         let mPad = (i1 - i0 + mr - 1) / mr * mr
-        let aPack = scratch(singleBlock ? mPad * k : mcMax * kcMax)
+        let packAllA = mPad * k <= maxPackedA
+        let aPack = scratch(packAllA ? mPad * k : mcMax * kcMax)
         let bPack = scratch(kcMax * ncMax), tile = scratch(mr * nr)
-        defer { aPack.deallocate(); bPack.deallocate(); tile.deallocate() }
+        defer { release(aPack); release(bPack); release(tile) }
         tile.initialize(repeating: 0, count: mr * nr)
-        if singleBlock {
+        if packAllA {
             var pc = 0
             while pc < k {
                 let kcb = min(kc, k - pc)
@@ -206,7 +212,6 @@ enum GEMMPacked {
                 pc += kcb
             }
         }
-
         var jc = j0
         while jc < j1 {
             let ncb = min(nc, j1 - jc)
@@ -218,8 +223,8 @@ enum GEMMPacked {
                 var ic = i0
                 while ic < i1 {
                     let mcb = min(mc, i1 - ic)
-                    let aBlock = singleBlock ? aPack + pc * mPad : aPack
-                    if !singleBlock {
+                    let aBlock = packAllA ? aPack + pc * mPad + (ic - i0) * kcb : aPack
+                    if !packAllA {
                         packA(aPack, a: a, lda: lda, trans: transA, i0: ic, mc: mcb, p0: pc, kc: kcb)
                     }
                     var jr = 0
@@ -231,6 +236,14 @@ enum GEMMPacked {
                             let h = min(mr, mcb - ir)
                             let aPanel = aBlock + (ir / mr) * kcb * mr
                             let cTile = c + (ic + ir) * ldc + jc + jr
+                            if ir + mr < mcb {
+                                // The next tile's C rows, while this one computes.
+                                let next = cTile + mr * ldc
+                                for r in 0..<min(mr, mcb - ir - mr) {
+                                    flmm_prefetch_c(next + r * ldc)
+                                    flmm_prefetch_c(next + r * ldc + nr - 1)
+                                }
+                            }
                             if h == mr && w == nr {
                                 microKernel(v, kcb, aPanel, bPanel, cTile, ldc, load)
                             } else {
@@ -320,7 +333,7 @@ enum GEMMPacked {
         let panels = (n + nr - 1) / nr
         // B is packed once, whole (k × panels·NR), and shared read-only by the threads.
         let bPack = scratch(k * panels * nr)
-        defer { bPack.deallocate() }
+        defer { release(bPack) }
         let bSrc = StridedB(b: b, ldb: ldb, trans: transB)
         var pc = 0
         while pc < k {
@@ -338,7 +351,7 @@ enum GEMMPacked {
         let basep = SendableConstPointer(base), rp = SendableConstPointer(rowOff), cop = SendableConstPointer(colOff)
         chunks(units, grain: grain, threads: threads) { r in
             let tile = scratch(mr * nr)
-            defer { tile.deallocate() }
+            defer { release(tile) }
             tile.initialize(repeating: 0, count: mr * nr)
             var pc = 0
             while pc < k {
@@ -514,5 +527,64 @@ struct MappedB: PanelSourceB, @unchecked Sendable {
             panel += kc * nr
             j += nr
         }
+    }
+}
+
+/// Reusable 64-byte aligned float buffers for packing, so that a GEMM neither maps nor faults
+/// in fresh pages on every call. Each buffer has one user at a time; the pool keeps at most
+/// `maxBuffers` idle buffers (the largest ones).
+final class ScratchPool: @unchecked Sendable {
+    static let shared = ScratchPool()
+    static let maxBuffers = 16
+
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    /// Idle buffers and their capacities (floats).
+    private var idle: [(pointer: UnsafeMutablePointer<Float>, capacity: Int)] = []
+    /// Capacities of the buffers in use, by address.
+    private var inUse: [UnsafeMutablePointer<Float>: Int] = [:]
+
+    init() {
+        mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    private func locked<R>(_ body: () -> R) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return body()
+    }
+
+    /// The smallest idle buffer of at least `count` floats, or a new one.
+    func take(_ count: Int) -> UnsafeMutablePointer<Float> {
+        let need = max(count, 16)
+        let found: UnsafeMutablePointer<Float>? = locked {
+            var best: Int?
+            for (i, b) in idle.enumerated() where b.capacity >= need {
+                if best == nil || b.capacity < idle[best!].capacity { best = i }
+            }
+            guard let best else { return nil }
+            let b = idle.remove(at: best)
+            inUse[b.pointer] = b.capacity
+            return b.pointer
+        }
+        if let found { return found }
+        let p = UnsafeMutableRawPointer.allocate(byteCount: need * 4, alignment: 64).bindMemory(to: Float.self, capacity: need)
+        locked { inUse[p] = need }
+        return p
+    }
+
+    /// Puts a buffer from `take` back; frees the smallest idle buffer beyond `maxBuffers`.
+    func give(_ p: UnsafeMutablePointer<Float>) {
+        let drop: UnsafeMutablePointer<Float>? = locked {
+            guard let capacity = inUse.removeValue(forKey: p) else {
+                preconditionFailure("ScratchPool.give: buffer was not taken from the pool")
+            }
+            idle.append((p, capacity))
+            guard idle.count > Self.maxBuffers else { return nil }
+            var smallest = 0
+            for i in idle.indices where idle[i].capacity < idle[smallest].capacity { smallest = i }
+            return idle.remove(at: smallest).pointer
+        }
+        drop?.deallocate()
     }
 }
