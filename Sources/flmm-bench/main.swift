@@ -211,53 +211,33 @@ func compare(_ a: [Float], _ b: [Float]) -> String {
     return diff == 0 ? "equal" : "differ in \(diff) of \(a.count) elements"
 }
 
-/// Runs `compute` (which returns its outputs) for each backend on 1 and 2 threads and notes
-/// whether the bits agree.
-@MainActor func checkBitwise(_ name: String, _ compute: () -> [Float]) {
-    for backend in backends {
-        Backend.current = backend
-        Parallel.threads = 1
-        let one = compute()
-        Parallel.threads = 2
-        let two = compute()
-        bitwiseNotes.append("\(name) \(backend.rawValue): 1 vs 2 threads bitwise \(compare(one, two))")
-    }
+/// One benchmarked computation: its name, flop count, the timed body, and the outputs
+/// compared bitwise across thread counts.
+struct BenchCase {
+    let name: String
+    let flops: Double
+    let run: () -> Void
+    let outputs: () -> [Float]
 }
+var cases: [BenchCase] = []
+/// Names whose outputs are checked bitwise (one per operand set).
+var bitwiseCases: [Int] = []
 
 // MARK: GEMM
 
 let gemmSizes = only != nil && only != "gemm" ? [] : quick ? [64, 128] : [256, 512, 1024, 2048]
-for n in gemmSizes {
-    let a = randn(n * n, seed: 1), b = randn(n * n, seed: 2)
-    var c = [Float](repeating: 0, count: n * n)
-    let flops = 2 * Double(n) * Double(n) * Double(n)
-    for backend in backends {
-        for t in threadCounts {
-            record("gemm_\(n)", backend, t, flops: flops) {
-                Kernels.gemm(transA: false, transB: false, m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n,
-                             c: &c, ldc: n, accumulate: false)
-            }
-        }
-    }
-    checkBitwise("gemm_\(n)") {
-        var c = [Float](repeating: 0, count: n * n)
-        Kernels.gemm(transA: false, transB: false, m: n, n: n, k: n, a: a, lda: n, b: b, ldb: n,
+for (m, n, k) in gemmSizes.map({ ($0, $0, $0) }) + extraShapes {
+    let a = randn(m * k, seed: 1), b = randn(k * n, seed: 2)
+    let product = {
+        var c = [Float](repeating: 0, count: m * n)
+        Kernels.gemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n,
                      c: &c, ldc: n, accumulate: false)
         return c
     }
-}
-
-for (m, n, k) in extraShapes {
-    let a = randn(m * k, seed: 1), b = randn(k * n, seed: 2)
-    var c = [Float](repeating: 0, count: m * n)
-    for backend in backends {
-        for t in threadCounts {
-            record("gemm_\(m)x\(n)x\(k)", backend, t, flops: 2 * Double(m * n * k)) {
-                Kernels.gemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n,
-                             c: &c, ldc: n, accumulate: false)
-            }
-        }
-    }
+    let name = m == n && n == k ? "gemm_\(n)" : "gemm_\(m)x\(n)x\(k)"
+    bitwiseCases.append(cases.count)
+    cases.append(BenchCase(name: name, flops: 2 * Double(m) * Double(n) * Double(k), run: { _ = product() },
+                           outputs: product))
 }
 
 // MARK: 3×3 convolutions of the U-Net (stride 1, padding 1, batch 3)
@@ -273,27 +253,37 @@ for (cin, cout, hw) in convShapes {
     let u = randn(batch * cout * hw * hw, seed: 6)
     let fwdFlops = 2 * Double(batch * cout * hw * hw) * Double(cin * 9)
     let base = "conv3x3_\(cin)_\(cout)_\(hw)x\(hw)"
-    for backend in backends {
-        for t in threadCounts {
-            record("\(base)_fwd", backend, t, flops: fwdFlops) {
-                _ = Kernels.conv2d(x, xShape, weight: w, wShape, bias: bias, geometry)
-            }
-            record("\(base)_fwdbwd", backend, t, flops: 3 * fwdFlops) {
-                _ = Kernels.conv2d(x, xShape, weight: w, wShape, bias: bias, geometry)
-                _ = Kernels.conv2dBackward(u, x: x, xShape, weight: w, wShape, geometry,
-                                           needX: true, needWeight: true, needBias: true)
-            }
-        }
+    let forward = { Kernels.conv2d(x, xShape, weight: w, wShape, bias: bias, geometry) }
+    let backward = {
+        Kernels.conv2dBackward(u, x: x, xShape, weight: w, wShape, geometry, needX: true, needWeight: true, needBias: true)
     }
-    checkBitwise(base) {
-        let y = Kernels.conv2d(x, xShape, weight: w, wShape, bias: bias, geometry)
-        let g = Kernels.conv2dBackward(u, x: x, xShape, weight: w, wShape, geometry,
-                                       needX: true, needWeight: true, needBias: true)
-        return y + g.x! + g.weight! + g.bias!
+    cases.append(BenchCase(name: "\(base)_fwd", flops: fwdFlops, run: { _ = forward() }, outputs: forward))
+    bitwiseCases.append(cases.count)
+    cases.append(BenchCase(name: "\(base)_fwdbwd", flops: 3 * fwdFlops, run: { _ = forward(); _ = backward() },
+                           outputs: { let g = backward(); return forward() + g.x! + g.weight! + g.bias! }))
+}
+
+// Each backend in turn (OpenBLAS last: its idle worker threads spin for a while after a call,
+// which would slow whatever runs next), then that backend's bitwise checks.
+for backend in backends {
+    for c in cases {
+        for t in threadCounts { record(c.name, backend, t, flops: c.flops, c.run) }
+    }
+    for i in bitwiseCases {
+        Backend.current = backend
+        Parallel.threads = 1
+        let one = cases[i].outputs()
+        Parallel.threads = 2
+        let two = cases[i].outputs()
+        let what = cases[i].name.hasSuffix("_fwdbwd") ? "\(cases[i].name) (output and gradients)" : cases[i].name
+        bitwiseNotes.append("\(what) \(backend.rawValue): 1 vs 2 threads bitwise \(compare(one, two))")
     }
 }
 Backend.current = .own
 Parallel.threads = cores
+let caseOrder = Dictionary(cases.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+measurements.sort { (caseOrder[$0.name]!, $0.backend == .own ? 0 : 1, $0.threads)
+    < (caseOrder[$1.name]!, $1.backend == .own ? 0 : 1, $1.threads) }
 
 // MARK: report
 

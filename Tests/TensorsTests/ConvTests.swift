@@ -188,9 +188,10 @@ final class ConvTests: XCTestCase {
         let saved = Parallel.threads
         defer { Parallel.threads = saved }
         for (stride, pad) in [(1, 1), (2, 1)] {
-            let xShape = [2, 24, 20, 20], wShape = [40, 24, 3, 3]
+            // Big enough that every GEMM (forward, weight grad, both input-grad paths) splits.
+            let xShape = [2, 48, 48, 48], wShape = [64, 48, 3, 3]
             let x = S.floats(S.randn(xShape.product, seed: 1)), w = S.floats(S.randn(wShape.product, seed: 2))
-            let b = S.floats(S.randn(40, seed: 3))
+            let b = S.floats(S.randn(64, seed: 3))
             let g = Conv2dGeometry(stride: (stride, stride), padding: (pad, pad))
             let yShape = Kernels.conv2dShape(xShape, wShape, g)
             let u = S.floats(S.randn(yShape.product, seed: 4))

@@ -38,7 +38,7 @@ enum GEMMPacked {
     /// Largest A (floats) packed whole, once per GEMM and thread (16 MB).
     static let maxPackedA = 1 << 22
     /// Fewest flops worth a second thread.
-    static let minFlopsPerThread = 1 << 21
+    static let minFlopsPerThread = 1 << 23
 
     /// SIMD width of the build (floats per vector).
     static var simdFloats: Int { Int(FLMM_SIMD_FLOATS) }
