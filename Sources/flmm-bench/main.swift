@@ -5,8 +5,9 @@
 //
 // Prints a table, then for every measurement one line
 //   bench <name> backend=<own|openblas> threads=<n> ms=<median> gflops=<x>
-// and whether each backend's results are bitwise equal on 1 and 2 threads. Writes every
-// measurement to a NetCDF file (--out).
+// and whether each backend's results are bitwise equal on 1 and 2 threads; then the U-Net
+// training-step rows (UNetBench.swift). Writes the GEMM and convolution measurements to a
+// NetCDF file (--out).
 //
 // Peak: cores × 2 FMA units × W lanes × 2 flops × GHz, with W the SIMD width of this build
 // (16 with AVX-512) and GHz measured here (a dependent multiply–xor chain: 3 + 1 cycles per
@@ -50,10 +51,11 @@ while let a = args.popFirst() {
         extraShapes.append((parts[0], parts[1], parts[2]))
     case "-h", "--help":
         print("""
-        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes] [--shape MxNxK]
+        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet] [--shape MxNxK]
           --quick    small sizes (a smoke run)
           --backend  measure one backend only
-          --only     gemm | conv | shapes: the square GEMMs, the convolutions, or only --shape GEMMs
+          --only     gemm | conv | shapes | unet: the square GEMMs, the convolutions, only --shape
+                     GEMMs, or only the U-Net training step (UNetBench.swift)
           --min      report the fastest sample instead of the median (tuning on a busy machine)
           --shape MxNxK  also time C[M,N] = A[M,K]·B[K,N] (repeatable)
         """)
@@ -309,6 +311,13 @@ print("")
 for m in measurements {
     print("bench \(m.name) backend=\(m.backend.rawValue) threads=\(m.threads) ms=\(String(format: "%.3f", m.ms)) "
           + "gflops=\(String(format: "%.1f", m.gflops))")
+}
+
+// MARK: U-Net training step (UNetBench.swift; not with --quick, --backend openblas or another --only)
+
+if !quick && backends.contains(.own) && (only == nil || only == "unet") {
+    print("")
+    try UNetBench.run()
 }
 
 // MARK: NetCDF
