@@ -44,6 +44,7 @@ public enum CaseRegistry {
         r["sam_image_encoder_tiny"] = SAMCases.imageEncoder
         r["sam_postprocess"] = SAMCases.postprocess
         r["flmm_sam_prompts"] = SAMCases.flmmPrompts
+        r["flmm_step"] = FLMMStepCase.run
 
         return r
     }()
