@@ -56,7 +56,7 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .executableTarget(name: "flmm-bench", dependencies: [
-            "Tensors", "NN", "Formats", "CBLAS", "FLMM",
+            "Tensors", "NN", "Formats", "CBLAS", "FLMM", "SegmentAnything",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
 

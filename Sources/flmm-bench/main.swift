@@ -51,11 +51,12 @@ while let a = args.popFirst() {
         extraShapes.append((parts[0], parts[1], parts[2]))
     case "-h", "--help":
         print("""
-        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet] [--shape MxNxK]
+        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet|sam] [--shape MxNxK]
           --quick    small sizes (a smoke run)
           --backend  measure one backend only
           --only     gemm | conv | shapes | unet: the square GEMMs, the convolutions, only --shape
-                     GEMMs, or only the U-Net training step (UNetBench.swift)
+                     GEMMs, only the U-Net training step (UNetBench.swift), or only the SAM
+                     rows (SAMBench.swift)
           --min      report the fastest sample instead of the median (tuning on a busy machine)
           --shape MxNxK  also time C[M,N] = A[M,K]·B[K,N] (repeatable)
         """)
@@ -318,6 +319,13 @@ for m in measurements {
 if !quick && backends.contains(.own) && (only == nil || only == "unet") {
     print("")
     try UNetBench.run()
+}
+
+// MARK: SAM decoder training step and ViT-B forward (SAMBench.swift; same conditions, --only sam)
+
+if !quick && backends.contains(.own) && (only == nil || only == "sam") {
+    print("")
+    SAMBench.run()
 }
 
 // MARK: NetCDF

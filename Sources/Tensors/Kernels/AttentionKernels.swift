@@ -172,7 +172,12 @@ extension Kernels {
         let rowsPerBlock = g.blockRows
         let blocks = (g.nq + rowsPerBlock - 1) / rowsPerBlock
         let units = g.batch * g.heads * blocks
-        let rhA = rh ?? [], rwA = rw ?? []
+        // The relative-position rows transposed to [q, dk, k] for the logits kernel.
+        var rhA: [T] = [], rwA: [T] = []
+        if let grid = g.relPos, let rh, let rw {
+            rhA = permute(rh, [grid.qh, grid.kh, g.dk], [0, 2, 1])
+            rwA = permute(rw, [grid.qw, grid.kw, g.dk], [0, 2, 1])
+        }
         q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
         rhA.withUnsafeBufferPointer { rhb in rwA.withUnsafeBufferPointer { rwb in
         out.withUnsafeMutableBufferPointer { ob in probs.withUnsafeMutableBufferPointer { pb in
@@ -201,7 +206,7 @@ extension Kernels {
     }
 
     /// Logits of rows r0 ..< r0+rows of head h of batch b into `s` [rows, Nk] (scaled, with the
-    /// relative-position bias).
+    /// relative-position bias; `rh` [qh, dk, kh] and `rw` [qw, dk, kw] transposed).
     @inline(__always)
     static func attentionLogits<T: Real & BinaryFloatingPoint>(
         _ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ rh: UnsafePointer<T>?, _ rw: UnsafePointer<T>?,
@@ -224,29 +229,27 @@ extension Kernels {
                         c: s, ldc: g.nk, accumulate: false, threads: 1)
         }
         guard let grid = g.relPos, let rh, let rw else { return }
-        // relH[(i, j), k] = q(i, j) · Rh[i, k]; relW[(i, j), l] = q(i, j) · Rw[j, l] (unscaled q).
+        // relH[(i, j), k] = q(i, j) · Rh[i, k]; relW[(i, j), l] = q(i, j) · Rw[j, l] (unscaled q),
+        // each sum in c order; rh / rw come transposed ([qh, dk, kh], [qw, dk, kw]) so the
+        // loops over k and l are contiguous.
         let rel = UnsafeMutablePointer<T>.allocate(capacity: grid.kh + grid.kw)
         defer { rel.deallocate() }
+        let relW = rel + grid.kh
         for r in 0..<rows {
             let row = r0 + r
             let i = row / grid.qw, j = row % grid.qw
             let qr = qh + r * g.iq
-            for kk in 0..<grid.kh {
-                let t = rh + (i * grid.kh + kk) * g.dk
-                var acc: T = 0
-                for c in 0..<g.dk { acc = acc.addingProduct(qr[c], t[c]) }
-                rel[kk] = acc
-            }
-            for l in 0..<grid.kw {
-                let t = rw + (j * grid.kw + l) * g.dk
-                var acc: T = 0
-                for c in 0..<g.dk { acc = acc.addingProduct(qr[c], t[c]) }
-                rel[grid.kh + l] = acc
+            rel.update(repeating: 0, count: grid.kh + grid.kw)
+            for c in 0..<g.dk {
+                let qc = qr[c]
+                let th = rh + (i * g.dk + c) * grid.kh, tw = rw + (j * g.dk + c) * grid.kw
+                for kk in 0..<grid.kh { rel[kk] = rel[kk].addingProduct(qc, th[kk]) }
+                for l in 0..<grid.kw { relW[l] = relW[l].addingProduct(qc, tw[l]) }
             }
             let sr = s + r * g.nk
             for kk in 0..<grid.kh {
-                let a = rel[kk]
-                for l in 0..<grid.kw { sr[kk * grid.kw + l] = (sr[kk * grid.kw + l] + a) + rel[grid.kh + l] }
+                let a = rel[kk], srk = sr + kk * grid.kw
+                for l in 0..<grid.kw { srk[l] = (srk[l] + a) + relW[l] }
             }
         }
     }

@@ -1,0 +1,188 @@
+// SAM rows of flmm-bench (issue 4):
+//   sam_decoder_step   F-LMM's refiner training step at SAM's real size: 3 masks, each
+//                      prompt encoder (box + 256² mask prompt) → 2 box + 5 text tokens →
+//                      mask decoder on a 64×64×256 image embedding; backward of a loss on the
+//                      low-resolution masks and IoU predictions into every prompt-encoder and
+//                      mask-decoder parameter, the mask prompts and the text tokens.
+//   sam_vit_b_forward  SAM ViT-B image encoder forward on a 1024×1024 image (no gradients).
+// Weights are random (timing does not depend on them). Prints, per row and thread count,
+//   bench <row> backend=own threads=<n> ms=<median> gflops=<nominal GFLOP / s>
+// and whether every thread count gave the same bits (loss, outputs and every gradient).
+// Nominal work: the GEMM flops of the step (forward; ×3 for forward + backward).
+
+import Crypto
+import Dispatch
+import Foundation
+import NN
+import SegmentAnything
+import Tensors
+
+enum SAMBench {
+    /// CPU time of the whole process (all threads), in seconds.
+    static func cpuSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Runs `body` `warmup + samples` times per thread count; prints the bench lines.
+    static func measure(_ name: String, flops: Double, threads: [Int], warmup: Int, samples: Int,
+                        _ body: () -> [Float]) {
+        var digests: [[UInt8]] = []
+        for t in threads {
+            let saved = Parallel.threads
+            Parallel.threads = t
+            defer { Parallel.threads = saved }
+            var out: [Float] = []
+            for _ in 0..<warmup { out = body() }
+            var times: [Double] = [], cpu: [Double] = []
+            for _ in 0..<samples {
+                let t0 = DispatchTime.now().uptimeNanoseconds, c0 = cpuSeconds()
+                out = body()
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+                cpu.append((cpuSeconds() - c0) * 1e3)
+            }
+            var hash = SHA256()
+            out.withUnsafeBytes { hash.update(bufferPointer: $0) }
+            digests.append(Array(hash.finalize()))
+            let ms = times.sorted()[times.count / 2]
+            print(String(format: "bench %@ backend=own threads=%d ms=%.1f gflops=%.1f", name, t, ms, flops / ms / 1e6))
+            print(String(format: "# %@ threads=%d: min %.1f ms, process CPU time %.1f ms (median)", name, t,
+                         times.min()!, cpu.sorted()[cpu.count / 2]))
+        }
+        let same = digests.allSatisfy { $0 == digests[0] }
+        print("bench \(name) bitwise_identical_across_threads=\(same ? "yes" : "NO")")
+    }
+
+    /// glibc malloc: serve blocks up to 256 MB from the heap (M_MMAP_THRESHOLD; the ViT's MLP
+    /// activations are 50 MB) and never trim it (M_TRIM_THRESHOLD), so large temporaries are
+    /// reused instead of being mapped and page-faulted on every op. No effect without mallopt.
+    static func keepFreedMemory() {
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        guard let sym = dlsym(nil, "mallopt") else { return }
+        let mallopt = unsafeBitCast(sym, to: Mallopt.self)
+        _ = mallopt(-3, 256 << 20)    // M_MMAP_THRESHOLD
+        _ = mallopt(-1, Int32.max)    // M_TRIM_THRESHOLD
+    }
+
+    /// Both rows on 1 and 2 threads (the decoder step: median of 5 after a warm-up; the ViT-B
+    /// forward: one run per thread count, ~10 s each on this kind of machine).
+    static func run(threads: [Int] = [1, 2], decoderSamples: Int = 5, vitSamples: Int = 1) {
+        keepFreedMemory()
+        // FLMM_BENCH_SAM=decoder or =vit runs one row only.
+        let only = ProcessInfo.processInfo.environment["FLMM_BENCH_SAM"]
+        if only == nil || only == "decoder" {
+            let step = SAMDecoderStep()
+            measure("sam_decoder_step", flops: 3 * step.forwardFlops, threads: threads, warmup: 1,
+                    samples: decoderSamples) { step.run() }
+        }
+        if only == nil || only == "vit" {
+            let vit = SAMViTBForward()
+            measure("sam_vit_b_forward", flops: vit.forwardFlops, threads: threads, warmup: 0,
+                    samples: vitSamples) { vit.run() }
+        }
+    }
+}
+
+/// The decoder step: builds its inputs once, `run()` does one forward + backward and returns
+/// the loss and every gradient (flattened) for the determinism check.
+final class SAMDecoderStep {
+    let sam: Sam
+    let imageEmbedding: Tensor
+    let boxes: [Tensor]
+    let maskPrompts: [Tensor]
+    let texts: [Tensor]
+    let upstream: Tensor
+
+    let textTokens: Int
+
+    init(masks: Int = 3, textTokens: Int = 5) {
+        self.textTokens = textTokens
+        var rng = PhiloxRNG(seed: 11)
+        sam = Sam(.vitB, includeImageEncoder: false, rng: &rng)
+        let e = sam.config.promptEncoder.embedDim
+        let (h, w) = sam.config.promptEncoder.imageEmbeddingSize
+        let (ph, pw) = sam.config.promptEncoder.maskInputSize
+        func randn(_ shape: [Int], _ scale: Float = 1, grad: Bool = false) -> Tensor {
+            Tensor(shape: shape, data: (0..<shape.product).map { _ in scale * rng.nextNormal() }, requiresGrad: grad)
+        }
+        imageEmbedding = randn([1, e, h, w])
+        var bs: [Tensor] = []
+        for _ in 0..<masks {
+            let x0 = 500 * rng.nextFloat(), y0 = 500 * rng.nextFloat()
+            bs.append(Tensor(shape: [1, 1, 4], data: [x0, y0, x0 + 300, y0 + 400]))
+        }
+        boxes = bs
+        maskPrompts = (0..<masks).map { _ in randn([1, 1, ph, pw], 3, grad: true) }
+        texts = (0..<masks).map { _ in randn([textTokens, e], grad: true) }
+        upstream = randn([1, 1, 4 * h, 4 * w])
+    }
+
+    /// GEMM flops of the forward: per mask, the transformer's projections and attention
+    /// products, the output upscaling, the mask products and the mask downscaling's last conv.
+    var forwardFlops: Double {
+        let c = 256.0, ci = 128.0, hw = 4096.0, n = Double(5 + 2 + textTokens), mlp = 2048.0
+        let crossProj = 2 * (hw * c * ci * 2 + n * c * ci * 2) + 2 * (hw * c * ci * 2 + n * c * ci * 2)
+        let attnProducts = 2 * 2 * (n * hw * ci * 2)
+        let selfAttn = 4 * n * c * c * 2 + 2 * n * n * c * 2
+        let mlpFlops = 2 * n * c * mlp * 2
+        let layer = crossProj + attnProducts + selfAttn + mlpFlops
+        let final = hw * c * ci * 2 * 2 + n * c * ci * 4 + n * hw * ci * 2 * 2
+        let upscale = hw * c * (c / 4 * 4) * 2 + 4 * hw * (c / 4) * (c / 8 * 4) * 2 + 16 * hw * (c / 8) * 4 * 2
+        let downscale = hw * 16 * c * 2
+        return Double(boxes.count) * (2 * layer + final + upscale + downscale)
+    }
+
+    func run() -> [Float] {
+        for (_, p) in sam.namedParameters() { p.zeroGrad() }
+        for t in maskPrompts + texts { t.zeroGrad() }
+        let densePE = sam.promptEncoder.getDensePE()
+        var loss: Tensor?
+        for i in 0..<boxes.count {
+            let (sp, de) = sam.promptEncoder(boxes: boxes[i], masks: maskPrompts[i])
+            let sparse = cat([sp, texts[i].unsqueeze(0)], dim: 1)
+            let (low, iou) = sam.maskDecoder(imageEmbeddings: imageEmbedding, imagePE: densePE,
+                                             sparsePromptEmbeddings: sparse, densePromptEmbeddings: de,
+                                             multimaskOutput: false)
+            let term = (low * upstream).sum() + iou.sum()
+            loss = loss.map { $0 + term } ?? term
+        }
+        loss!.backward()
+        var out = [loss!.item]
+        for (_, p) in sam.namedParameters() { out += p.grad?.data ?? [] }
+        for t in maskPrompts + texts { out += t.grad?.data ?? [] }
+        return out
+    }
+}
+
+/// ViT-B image encoder on one 1024² image.
+final class SAMViTBForward {
+    /// GEMM flops: per block qkv, proj and MLP on 4096 tokens; attention products in 14×14
+    /// windows (25 per image, padded 70×70) or global; the neck's two convolutions.
+    var forwardFlops: Double {
+        let c = SamConfig.vitB.imageEncoder
+        let d = Double(c.embedDim), t = 4096.0
+        let linear = t * d * (3 * d + d + 8 * d) * 2
+        let windowed = 25 * 196.0 * 196 * d * 2 * 2, global = t * t * d * 2 * 2
+        let blocks = Double(c.depth) * linear + Double(c.globalAttnIndexes.count) * global
+            + Double(c.depth - c.globalAttnIndexes.count) * windowed
+        return blocks + t * d * 256 * 2 + t * 256 * 256 * 9 * 2
+    }
+
+    let encoder: ImageEncoderViT
+    let image: Tensor
+
+    init() {
+        var rng = PhiloxRNG(seed: 12)
+        encoder = ImageEncoderViT(SamConfig.vitB.imageEncoder, rng: &rng)
+        // Non-zero position and relative-position tables (zero-initialised upstream).
+        for (k, p) in encoder.namedParameters() where k.contains("pos") {
+            p.assign((0..<p.count).map { _ in 0.02 * rng.nextNormal() })
+        }
+        image = Tensor(shape: [1, 3, 1024, 1024], data: (0..<(3 << 20)).map { _ in rng.nextNormal() })
+    }
+
+    func run() -> [Float] {
+        Autograd.noGrad { encoder(image).data }
+    }
+}
