@@ -54,7 +54,7 @@ while let a = args.popFirst() {
         usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet|sam] [--shape MxNxK]
           --quick    small sizes (a smoke run)
           --backend  measure one backend only
-          --only     gemm | conv | shapes | unet: the square GEMMs, the convolutions, only --shape
+          --only     gemm | conv | shapes | unet | sam: the square GEMMs, the convolutions, only --shape
                      GEMMs, only the U-Net training step (UNetBench.swift), or only the SAM
                      rows (SAMBench.swift)
           --min      report the fastest sample instead of the median (tuning on a busy machine)
