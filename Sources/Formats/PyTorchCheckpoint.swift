@@ -128,6 +128,15 @@ public struct PyTorchCheckpoint: Sendable {
         do {
             archive = try Archive(url: url, accessMode: .read)
         } catch {
+            // torch.save before 1.6 (or with _use_new_zipfile_serialization=False) writes a bare
+            // pickle stream: say so rather than only "not a zip".
+            let head = FileHandle(forReadingAtPath: file).map { h -> [UInt8] in
+                defer { try? h.close() }
+                return [UInt8](h.readData(ofLength: 2))
+            } ?? []
+            if head.first == 0x80 {
+                throw fail(.corruptArchive("this is the legacy (pre-1.6, non-zip) torch.save format, which is not supported; re-save it with a current torch.save"))
+            }
             throw fail(.corruptArchive("cannot open the zip archive (\(error))"))
         }
         var byPath: [String: ZIPFoundation.Entry] = [:]

@@ -206,6 +206,13 @@ final class PyTorchCheckpointTests: XCTestCase {
         guard case .corruptArchive = readError(url) else { return XCTFail() }
     }
 
+    func testLegacyPickleFormatIsNamed() throws {
+        let url = tmp.appendingPathComponent("legacy.pth")
+        try Data([0x80, 0x02, 0x8A, 0x0A, 0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19, 0x2E]).write(to: url)
+        guard case .corruptArchive(let m) = readError(url) else { return XCTFail() }
+        XCTAssertTrue(m.contains("legacy"), m)
+    }
+
     func testCorruptStorageBytesFailCRC() throws {
         var bytes = [UInt8](try Data(contentsOf: Self.tinyPath))
         // Find data/0's payload by its first 16 bytes and flip a bit inside it.

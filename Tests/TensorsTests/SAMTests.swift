@@ -172,6 +172,32 @@ final class SAMTests: XCTestCase {
         XCTAssertEqual(report.comparisons.count, 2)
     }
 
+    /// Point prompts: pe(p + ½) plus the label's embedding; label −1 (and the padding point
+    /// added without a box) is not_a_point_embed alone.
+    func testPointPrompts() throws {
+        var rng = PhiloxRNG(seed: 8)
+        let pe = PromptEncoder(PromptEncoderConfig(embedDim: 8, imageEmbeddingSize: (4, 4), inputImageSize: (32, 32),
+                                                   maskInChans: 4), rng: &rng)
+        let coords = Tensor(shape: [1, 3, 2], data: [3, 5, 10.5, 20, 31, 0])
+        let (sparse, dense) = pe(points: (coords, [[1, 0, -1]]))
+        XCTAssertEqual(sparse.shape, [1, 4, 8])   // padded with one not-a-point (no box)
+        XCTAssertEqual(dense.shape, [1, 8, 4, 4])
+        let enc = pe.peLayer.forwardWithCoords(coords + 0.5, imageSize: (32, 32)).data
+        let w = pe.pointEmbeddings.map(\.weight.data), na = pe.notAPointEmbed.weight.data
+        for c in 0..<8 {
+            XCTAssertEqual(sparse.data[c], enc[c] + w[1][c])            // positive point
+            XCTAssertEqual(sparse.data[8 + c], enc[8 + c] + w[0][c])    // negative point
+            XCTAssertEqual(sparse.data[16 + c], na[c])                  // label −1
+            XCTAssertEqual(sparse.data[24 + c], na[c])                  // padding point
+            XCTAssertEqual(dense.data[c * 16], pe.noMaskEmbed.weight.data[c])
+        }
+        // With a box, no padding point: 2 points + 2 corners.
+        let (s2, _) = pe(points: (coords.narrow(dim: 1, start: 0, length: 2), [[1, 0]]),
+                         boxes: Tensor(shape: [1, 4], data: [1, 2, 20, 30]))
+        XCTAssertEqual(s2.shape, [1, 4, 8])
+        XCTAssertEqual(Array(s2.data[16..<24]), Array(pe.embedBoxes(Tensor(shape: [1, 4], data: [1, 2, 20, 30])).data[0..<8]))
+    }
+
     // MARK: ResizeLongestSide
 
     func testResizeLongestSideArithmetic() {
