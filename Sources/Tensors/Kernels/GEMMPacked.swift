@@ -173,11 +173,31 @@ enum GEMMPacked {
         let flopsPerUnit = 2 * k * (splitColumns ? m * nr : n * mr)
         let grain = max(1, minFlopsPerThread / max(flopsPerUnit, 1))
         let ap = SendableConstPointer(a), cp = SendablePointer(c)
+        // Column split on several threads: every thread needs all of A, so the threads pack it
+        // once together (each a range of row panels) before computing.
+        let mPad = (m + mr - 1) / mr * mr
+        let shareA = splitColumns && threads > 1 && min(threads, units / grain) > 1 && mPad * k <= maxPackedA
+        let shared = shareA ? scratch(mPad * k) : nil
+        defer { if let shared { release(shared) } }
+        if let shared {
+            let sp = SendablePointer(shared)
+            chunks(mPad / mr, grain: 1, threads: threads) { r in
+                let i0 = r.lowerBound * mr, i1 = min(m, r.upperBound * mr)
+                var pc = 0
+                while pc < k {
+                    let kcb = min(kc, k - pc)
+                    packA(sp.base + pc * mPad + i0 * kcb, a: ap.base, lda: lda, trans: transA,
+                          i0: i0, mc: i1 - i0, p0: pc, kc: kcb)
+                    pc += kcb
+                }
+            }
+        }
+        let sharedA = shared.map { SendableConstPointer(UnsafePointer($0)) }
         chunks(units, grain: grain, threads: threads) { r in
             if splitColumns {
                 let j0 = r.lowerBound * nr, j1 = min(n, r.upperBound * nr)
                 serial(V.self, i0: 0, i1: m, j0: j0, j1: j1, k: k, a: ap.base, lda: lda, transA: transA, b: b,
-                       c: cp.base, ldc: ldc, accumulate: accumulate)
+                       c: cp.base, ldc: ldc, accumulate: accumulate, packedA: sharedA?.base)
             } else {
                 let i0 = r.lowerBound * mr, i1 = min(m, r.upperBound * mr)
                 serial(V.self, i0: i0, i1: i1, j0: 0, j1: n, k: k, a: ap.base, lda: lda, transA: transA, b: b,
@@ -190,21 +210,27 @@ enum GEMMPacked {
     static func serial<V: SIMD, B: PanelSourceB>(
         _ v: V.Type, i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, transA: Bool, b: B,
-        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, packedA: UnsafePointer<Float>? = nil
     ) where V.Scalar == Float {
         let nr = 2 * V.scalarCount
         let kcMax = min(kc, k)
         let mcMax = min(mc, (i1 - i0 + mr - 1) / mr * mr)
         let ncMax = min(nc, (j1 - j0 + nr - 1) / nr * nr)
         // A is packed once for all of k and reused for every column block when it fits
-        // (block (ic, pc) at aAll + pc·mPad + (ic − i0)·kc); otherwise per (pc, ic) block.
+        // (block (ic, pc) at aAll + pc·mPad + (ic − i0)·kc), or comes so packed (`packedA`, all
+        // rows, i0 = 0); otherwise it is packed per (pc, ic) block.
         let mPad = (i1 - i0 + mr - 1) / mr * mr
-        let packAllA = mPad * k <= maxPackedA
-        let aPack = scratch(packAllA ? mPad * k : mcMax * kcMax)
+        let packAllA = packedA != nil || mPad * k <= maxPackedA
+        let aPack = packedA.map { UnsafeMutablePointer(mutating: $0) }
+            ?? scratch(packAllA ? mPad * k : mcMax * kcMax)
         let bPack = scratch(kcMax * ncMax), tile = scratch(mr * nr)
-        defer { release(aPack); release(bPack); release(tile) }
+        defer {
+            if packedA == nil { release(aPack) }
+            release(bPack)
+            release(tile)
+        }
         tile.initialize(repeating: 0, count: mr * nr)
-        if packAllA {
+        if packAllA && packedA == nil {
             var pc = 0
             while pc < k {
                 let kcb = min(kc, k - pc)
