@@ -69,7 +69,7 @@ public struct PyTorchCheckpointError: Error, Equatable, Sendable, CustomStringCo
 }
 
 /// A state dict read from a `.pth` file: tensors in the file's (insertion) order.
-public struct PyTorchCheckpoint: Sendable {
+public struct PyTorchCheckpoint: Sendable, TensorEntries {
     /// One tensor: name, dtype (F32, F16, BF16 or I64), shape and contiguous little-endian
     /// row-major bytes, exactly as a safetensors file stores it.
     public typealias Entry = SafeTensorsEntry
@@ -97,20 +97,6 @@ public struct PyTorchCheckpoint: Sendable {
                                                                        expected: "a floating-point dtype"))
         }
         return Tensor(shape: e.shape, data: values)
-    }
-
-    /// Every floating-point tensor, decoded to Float32, by name (what a module's `load` takes).
-    public var floatTensors: [String: Tensor] {
-        var out: [String: Tensor] = [:]
-        for e in entries { if let v = e.floats() { out[e.name] = Tensor(shape: e.shape, data: v) } }
-        return out
-    }
-
-    /// Every int64 tensor by name.
-    public var integerTensors: [String: (shape: [Int], values: [Int64])] {
-        var out: [String: (shape: [Int], values: [Int64])] = [:]
-        for e in entries { if let v = e.int64s() { out[e.name] = (e.shape, v) } }
-        return out
     }
 
     // MARK: reading

@@ -248,8 +248,29 @@ private func appendLE<T: FixedWidthInteger>(_ v: T, to out: inout [UInt8]) {
     withUnsafeBytes(of: &le) { out.append(contentsOf: $0) }
 }
 
+/// A weight file read into named entries (safetensors, or a PyTorch `.pth`), decoded by name.
+public protocol TensorEntries {
+    var entries: [SafeTensorsEntry] { get }
+}
+
+extension TensorEntries {
+    /// Every floating-point tensor, decoded to Float32, by name (what a module's `load` takes).
+    public var floatTensors: [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for e in entries { if let v = e.floats() { out[e.name] = Tensor(shape: e.shape, data: v) } }
+        return out
+    }
+
+    /// Every integer tensor as Int64 values, by name.
+    public var integerTensors: [String: (shape: [Int], values: [Int64])] {
+        var out: [String: (shape: [Int], values: [Int64])] = [:]
+        for e in entries { if let v = e.int64s() { out[e.name] = (e.shape, v) } }
+        return out
+    }
+}
+
 /// The contents of a safetensors file: its tensors and its `__metadata__`.
-public struct SafeTensors: Sendable {
+public struct SafeTensors: Sendable, TensorEntries {
     /// Header limit of the reference implementation.
     public static let maxHeaderLength: UInt64 = 100_000_000
 
@@ -426,20 +447,6 @@ public struct SafeTensors: Sendable {
             throw SafeTensorsError(file: file, kind: .wrongDType(tensor: name, dtype: e.dtype.rawValue, expected: "an integer dtype (I64, I32, U8, BOOL)"))
         }
         return (e.shape, v)
-    }
-
-    /// Every float tensor, decoded to Float32, by name.
-    public var floatTensors: [String: Tensor] {
-        var out: [String: Tensor] = [:]
-        for e in entries { if let v = e.floats() { out[e.name] = Tensor(shape: e.shape, data: v) } }
-        return out
-    }
-
-    /// Every integer tensor as Int64 values, by name.
-    public var integerTensors: [String: (shape: [Int], values: [Int64])] {
-        var out: [String: (shape: [Int], values: [Int64])] = [:]
-        for e in entries { if let v = e.int64s() { out[e.name] = (e.shape, v) } }
-        return out
     }
 
     // MARK: Writing
