@@ -4,6 +4,7 @@
 import Crypto
 import XCTest
 import Tensors
+import FLMM
 import ShapesWorld
 
 final class ShapesWorldTests: XCTestCase {
