@@ -87,6 +87,40 @@ public enum AttentionMaps {
                          numMasks: numMasks, layout: layout, merge: merge)
     }
 
+    /// Each phrase's rows merged over its tokens, by mean and by max: rows [L, NH, R, K] with the
+    /// mask id of each row → (mean, max), each [L, NH, numMasks, K] (phrase k in row k).
+    /// Mean sums in Double in row order and max keeps the first maximum, as the phrase-map kernel
+    /// does, so maps built from these rows equal maps built from the token rows bit for bit
+    /// (for layouts without a per-token resize).
+    public static func mergedRows(_ rows: Tensor, rowMaskIDs: [Int], numMasks: Int) throws -> (mean: Tensor, max: Tensor) {
+        guard rows.rank == 4 else {
+            throw AttentionMapError.shape(what: "attention", expected: "[L, NH, R, K]", actual: rows.shape)
+        }
+        guard rowMaskIDs.count == rows.shape[2] else {
+            throw AttentionMapError.tokenCount(what: "mask ids", expected: rows.shape[2], actual: rowMaskIDs.count)
+        }
+        let phrases = try phraseRows(maskIDs: rowMaskIDs, numMasks: numMasks)
+        let (lh, r, k) = (rows.shape[0] * rows.shape[1], rows.shape[2], rows.shape[3])
+        var mean = [Float](repeating: 0, count: lh * numMasks * k), max = mean
+        for p in 0..<lh {
+            for (m, rs) in phrases.enumerated() {
+                let out = (p * numMasks + m) * k
+                for c in 0..<k {
+                    var s = 0.0, best = rows.data[(p * r + rs[0]) * k + c]
+                    for t in rs {
+                        let v = rows.data[(p * r + t) * k + c]
+                        s += Double(v)
+                        if v > best { best = v }
+                    }
+                    mean[out + c] = Float(s / Double(rs.count))
+                    max[out + c] = best
+                }
+            }
+        }
+        let shape = [rows.shape[0], rows.shape[1], numMasks, k]
+        return (Tensor(shape: shape, data: mean), Tensor(shape: shape, data: max))
+    }
+
     /// The rows of each phrase, in sequence order: `rows[k]` = tokens with mask id k.
     public static func phraseRows(maskIDs: [Int], numMasks: Int) throws -> [[Int]] {
         var rows = [[Int]](repeating: [], count: numMasks)

@@ -63,7 +63,7 @@ final class FLMMStepTests: XCTestCase {
     func testGradientsReachEveryTrainablePart() throws {
         let (model, sample, layout) = tinyModelAndSample()
         let out = try model.step(sample, layout: layout)
-        XCTAssertEqual(out.refiner.masks.shape, [2, 24, 32])
+        XCTAssertEqual(out.refiner?.masks.shape, [2, 24, 32])
         XCTAssertEqual(out.predMasks.shape, [2, 6, 8])
         XCTAssertTrue(out.loss.item.isFinite)
         out.loss.backward()
@@ -124,4 +124,42 @@ final class FLMMStepTests: XCTestCase {
             XCTAssertEqual($0 as? LoadError, .missingKey("text_layer_weights"))
         }
     }
+
+    /// The three attention forms give bitwise the same mask-head input and losses for both
+    /// merges: full [L, NH, S, S]; phrase rows [L, NH, R, K] (what a cache stores); merged rows.
+    /// Without the refiner, the loss is the U-Net's two terms alone.
+    func testAttentionFormsAgreeBitwise() throws {
+        let (model, sample, layout) = tinyModelAndSample()
+        guard case .full(let a, _, let maskIDs) = sample.attention else { return XCTFail("tiny sample is full") }
+        let rowIdx = maskIDs.indices.filter { maskIDs[$0] >= 0 }             // tokens 18...21
+        let (l, nh, s) = (a.shape[0], a.shape[1], a.shape[2])
+        var rows = [Float]()
+        for p in 0..<(l * nh) { for r in rowIdx { for c in 2..<18 { rows.append(a.data[(p * s + r) * s + c]) } } }
+        let rowT = Tensor(shape: [l, nh, rowIdx.count, 16], data: rows)
+        let rowIDs = rowIdx.map { maskIDs[$0] }
+        let (mean, max) = try AttentionMaps.mergedRows(rowT, rowMaskIDs: rowIDs, numMasks: 2)
+        XCTAssertEqual(mean.shape, [2, 2, 2, 16])
+        // Hand check: phrase 1 of layer 0, head 0 at image column 0 = mean / max of rows 20, 21.
+        let v20 = a.data[20 * s + 2], v21 = a.data[21 * s + 2]
+        XCTAssertEqual(mean.data[16], Float((Double(v20) + Double(v21)) / 2))
+        XCTAssertEqual(max.data[16], Swift.max(v20, v21))
+        for merge in PhraseMerge.allCases {
+            model.merge = merge
+            var outs: [FLMMStepOutput] = []
+            for form in [sample.attention, .rows(rowT, rowMaskIDs: rowIDs), .merged(mean: mean, max: max)] {
+                var x = sample
+                x.attention = form
+                outs.append(try model.step(x, layout: layout))
+            }
+            for o in outs.dropFirst() {
+                XCTAssertEqual(o.maskAttentions.data, outs[0].maskAttentions.data, "\(merge)")
+                XCTAssertEqual(o.loss.item.bitPattern, outs[0].loss.item.bitPattern, "\(merge)")
+            }
+        }
+        model.useRefiner = false
+        let coarse = try model.step(sample, layout: layout)
+        XCTAssertNil(coarse.refiner)
+        XCTAssertEqual(coarse.loss.item.bitPattern, (coarse.lossMask + coarse.lossDice).item.bitPattern)
+    }
+
 }

@@ -77,21 +77,26 @@ enum FLMMStepCase {
                                 originalSize: original, unpadRegion: unpad)
         let layout = DeepSeekVLLayout(imageTokenID: try c["image_token_id"].int, gridHeight: grid.0, gridWidth: grid.1)
         let o = try model.step(sample, layout: layout)
+        // The model was built with its refiner on (FLMMModel.useRefiner's default).
+        guard let refiner = o.refiner, let samLossMask = o.samLossMask, let samLossDice = o.samLossDice,
+              let samAccuracy = o.samAccuracy, let samAiou = o.samAiou else {
+            preconditionFailure("flmm_step: the step ran without the SAM refiner")
+        }
 
         var outs: [String: Tensor] = [
             "mask_attentions": o.maskAttentions, "hidden_weighted": o.hiddenWeighted,
             "pred_masks_padded": o.predMasksPadded, "pred_masks": o.predMasks, "gt_masks": o.gtMasks,
-            "sam_gt_masks": o.samGTMasks, "sam_pred_masks": o.refiner.masks,
-            "dense_embeddings": o.refiner.denseEmbeddings, "low_res_masks": o.refiner.lowResMasks,
-            "iou_predictions": o.refiner.iouPredictions,
-            "loss_mask": o.lossMask, "loss_dice": o.lossDice, "sam_loss_mask": o.samLossMask,
-            "sam_loss_dice": o.samLossDice, "loss": o.loss,
+            "sam_gt_masks": o.samGTMasks, "sam_pred_masks": refiner.masks,
+            "dense_embeddings": refiner.denseEmbeddings, "low_res_masks": refiner.lowResMasks,
+            "iou_predictions": refiner.iouPredictions,
+            "loss_mask": o.lossMask, "loss_dice": o.lossDice, "sam_loss_mask": samLossMask,
+            "sam_loss_dice": samLossDice, "loss": o.loss,
             "accuracy": Tensor(scalar: o.accuracy), "aiou": Tensor(scalar: o.aiou),
-            "sam_accuracy": Tensor(scalar: o.samAccuracy), "sam_aiou": Tensor(scalar: o.samAiou),
+            "sam_accuracy": Tensor(scalar: samAccuracy), "sam_aiou": Tensor(scalar: samAiou),
         ]
-        outs.merge(SAMCases.promptOutputs(o.refiner.prompts)) { a, _ in a }
+        outs.merge(SAMCases.promptOutputs(refiner.prompts)) { a, _ in a }
         for (m, t) in o.textEmbeds.enumerated() { outs["text_embeds.\(m)"] = t }
-        for (m, t) in o.refiner.sparseEmbeddings.enumerated() { outs["sparse_embeddings.\(m)"] = t }
+        for (m, t) in refiner.sparseEmbeddings.enumerated() { outs["sparse_embeddings.\(m)"] = t }
         try golden.runBackward(outputs: outs)
         var r = CaseResult()
         SAMCases.collect(&r, outs, ["image_embedding": imageEmbedding])
