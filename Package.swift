@@ -47,6 +47,8 @@ let package = Package(
             "Tensors", "CNetCDF",
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
+        // F-LMM's training and evaluation on cached features, the ablation grid, Results files.
+        .target(name: "FLMMExperiments", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
         // Rebuilds golden cases from their config and compares with PyTorch's tensors.
         .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
 
@@ -61,7 +63,7 @@ let package = Package(
         ]),
 
         .testTarget(name: "TensorsTests", dependencies: [
-            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM", "ShapesWorld",
+            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM", "ShapesWorld", "FLMMExperiments",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]

@@ -1,0 +1,42 @@
+// How much work an experiment does: seeds, training steps and data sizes.
+//
+//   smoke  the tests' profile: a few steps on a few samples (seconds)
+//   quick  the README's main command: one seed, a short training (minutes for the whole grid)
+//   full   the paper-style grid: 3 seeds, trained to convergence on ShapesWorld
+//
+// Each profile also names the ShapesWorld caches it uses by default (built on demand).
+
+/// An experiment profile.
+public struct Profile: Sendable, Equatable {
+    public let name: String
+    /// Training seeds (the U-Net's init, the data order).
+    public var seeds: [UInt64]
+    /// Optimiser steps per configuration and seed (one sample, all its phrases, per step).
+    public var steps: Int
+    /// ShapesWorld samples in the train and val caches.
+    public var trainSamples: Int
+    public var valSamples: Int
+    /// Steps between two points of the logged loss curve.
+    public var logEvery: Int
+
+    public init(name: String, seeds: [UInt64], steps: Int, trainSamples: Int, valSamples: Int, logEvery: Int) {
+        self.name = name
+        self.seeds = seeds
+        self.steps = steps
+        self.trainSamples = trainSamples
+        self.valSamples = valSamples
+        self.logEvery = logEvery
+    }
+
+    public static let smoke = Profile(name: "smoke", seeds: [0], steps: 3, trainSamples: 3, valSamples: 2, logEvery: 1)
+    public static let quick = Profile(name: "quick", seeds: [0], steps: 150, trainSamples: 300, valSamples: 60, logEvery: 5)
+    public static let full = Profile(name: "full", seeds: [0, 1, 2], steps: 1500, trainSamples: 1500, valSamples: 200, logEvery: 25)
+
+    public static let all: [Profile] = [.smoke, .quick, .full]
+
+    /// The profile named `name`.
+    public static func named(_ name: String) throws -> Profile {
+        if let p = all.first(where: { $0.name == name }) { return p }
+        throw ExperimentError("unknown profile '\(name)'; expected one of \(all.map(\.name).joined(separator: ", "))")
+    }
+}
