@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Formats", targets: ["Formats"]),
         .library(name: "SegmentAnything", targets: ["SegmentAnything"]),
         .library(name: "FLMM", targets: ["FLMM"]),
+        .library(name: "GroundingCache", targets: ["GroundingCache"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,8 +41,10 @@ let package = Package(
         .target(name: "SegmentAnything", dependencies: ["NN"]),
         // F-LMM: attention maps, U-Net head, SAM refiner, losses, metrics.
         .target(name: "FLMM", dependencies: ["NN", "SegmentAnything"]),
+        // GroundingCache: frozen-model features per sample in NetCDF-4 (SCHEMA.md).
+        .target(name: "GroundingCache", dependencies: ["Tensors", "Formats", "FLMM"], exclude: ["SCHEMA.md"]),
         // ShapesWorld: the embedded world (scenes, referring expressions, TinyVLM).
-        .target(name: "ShapesWorld", dependencies: ["FLMM", "NN"]),
+        .target(name: "ShapesWorld", dependencies: ["FLMM", "NN", "GroundingCache"]),
         // safetensors, PyTorch .pth (zip + restricted unpickler), NetCDF.
         .target(name: "Formats", dependencies: [
             "Tensors", "CNetCDF",
@@ -53,7 +56,7 @@ let package = Package(
         .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
 
         .executableTarget(name: "flmm", dependencies: [
-            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM",
+            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM", "GroundingCache", "ShapesWorld",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -64,6 +67,7 @@ let package = Package(
 
         .testTarget(name: "TensorsTests", dependencies: [
             "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM", "ShapesWorld", "FLMMExperiments",
+            "GroundingCache",
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
     ]
