@@ -8,6 +8,7 @@ struct FLMMCommand: ParsableCommand {
         subcommands: [
             VerifyGolden.self,
             Checkpoint.self,
+            Cache.self,
         ]
     )
 }

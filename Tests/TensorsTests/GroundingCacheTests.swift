@@ -4,6 +4,8 @@ import Formats
 import Foundation
 import GroundingCache
 import Tensors
+import SegmentAnything
+import ShapesWorld
 import XCTest
 
 final class GroundingCacheTests: XCTestCase {
@@ -328,5 +330,94 @@ final class GroundingCacheTests: XCTestCase {
         try w.finish()
         XCTAssertEqual(try GroundingCacheReader(url: url).count, 1)
         XCTAssertThrowsError(try w.append(Self.record(h, index: 1, m: 2)))
+    }
+
+    // MARK: the ShapesWorld builder
+
+    /// Tiny random models: TinyVLM 32² / patch 8 (4×4 grid), dim 16, 2 layers × 2 heads; SAM 32² /
+    /// patch 8 (4×4 embedding of 8 channels), one global block.
+    static func tinyModels() -> (TinyVLM, Sam) {
+        var r1 = PhiloxRNG(seed: 21), r2 = PhiloxRNG(seed: 22)
+        let vlm = TinyVLM(TinyVLMConfig(imageSize: 32, patchSize: 8, dim: 16, layers: 2, heads: 2), rng: &r1)
+        let sam = Sam(SamConfig(
+            imageEncoder: ImageEncoderConfig(imgSize: 32, patchSize: 8, embedDim: 16, depth: 1, numHeads: 2, outChans: 8,
+                                             windowSize: 0, globalAttnIndexes: [0]),
+            promptEncoder: PromptEncoderConfig(embedDim: 8, imageEmbeddingSize: (4, 4), inputImageSize: (32, 32), maskInChans: 4),
+            maskDecoder: MaskDecoderConfig(transformerDim: 8, depth: 1, numHeads: 2, mlpDim: 16, iouHeadHiddenDim: 8)), rng: &r2)
+        return (vlm, sam)
+    }
+
+    func testBuilderMatchesInProcessModels() throws {
+        let (vlm, sam) = Self.tinyModels()
+        let world = ShapesWorld(seed: 5)
+        let builder = GroundingCacheBuilder(world: world, vlm: vlm, sam: sam, vlmName: "tiny", samName: "tiny")
+        let url = dir.appendingPathComponent("built.nc")
+        var seen: [Int] = []
+        try builder.build(split: .val, count: 2, to: url) { done, _ in seen.append(done) }
+        XCTAssertEqual(seen, [1, 2])
+        let r = try GroundingCacheReader(url: url)
+        XCTAssertEqual(r.count, 2)
+        XCTAssertEqual(r.header.layout, .deepseekVL(imageTokenID: Tokenizer.shapesWorld.imageId, gridHeight: 4, gridWidth: 4))
+        XCTAssertEqual(r.header.split, "val")
+        XCTAssertEqual(r.header.provenance["world_seed"], "5")
+        let f16 = HalfEncoding.float16
+        var digest = SHA256()
+        for i in 0..<2 {
+            let rec = try r.record(i)
+            let sample = world.sample(.val, i)
+            // In process: the full forward, its attention stacked [L, NH, T, T], rounded as the cache rounds.
+            let (pixels, meta) = ImagePreprocessor(imageSize: 32)(sample.scene.image)
+            let seq = try VLMSequence(tokenizer: .shapesWorld, imageTokens: 16, sample: sample)
+            let out = Autograd.noGrad { vlm(pixels, seq) }
+            XCTAssertEqual(rec.padding, meta)
+            XCTAssertEqual(rec.tokenIDs, seq.ids.map(Int32.init))
+            XCTAssertEqual(rec.maskIDs, seq.maskIds.map(Int32.init))
+            XCTAssertEqual(rec.masks, sample.masks.flatMap(\.bits))
+            XCTAssertEqual(rec.image, sample.scene.image.pixels)
+            XCTAssertEqual(rec.phraseTexts, sample.phrases.map { $0.words.joined(separator: " ") })
+            XCTAssertEqual(rec.phraseKinds.map(\.name), sample.phrases.map(\.kind.rawValue))
+            let full = out.stackedAttentions()
+            let fullRounded = Tensor(shape: full.shape, data: full.data.map(f16.round))
+            let t = seq.count
+            guard case .rows(let rows) = rec.attention else { return XCTFail("rows form expected") }
+            for l in 0..<2 { for h in 0..<2 { for (ri, pos) in rec.rowPositions.enumerated() { for c in 0..<16 {
+                XCTAssertEqual(rows.data[((l * 2 + h) * rec.numRows + ri) * 16 + c].bitPattern,
+                               fullRounded.data[((l * 2 + h) * t + Int(pos)) * t + seq.imageStart + c].bitPattern)
+            } } } }
+            for l in 0..<2 { for (ri, pos) in rec.rowPositions.enumerated() { for j in 0..<16 {
+                XCTAssertEqual(rec.hiddenStates.data[(l * rec.numRows + ri) * 16 + j].bitPattern,
+                               f16.round(out.hiddenStates[l].data[Int(pos) * 16 + j]).bitPattern)
+            } } }
+            // F-LMM's maps from the cached rows = the maps from the in-process attention (same rounding).
+            let layout = r.layout(i)
+            for merge in PhraseMerge.allCases {
+                let fromFull = try AttentionMaps.extract(attentions: fullRounded, inputIDs: seq.ids, maskIDs: seq.maskIds,
+                                                         numMasks: rec.numMasks, layout: layout, merge: merge)
+                let (cr, ids) = rec.phraseAttention(merge: merge)
+                let fromCache = try AttentionMaps.extract(phraseRows: cr, rowMaskIDs: ids, numMasks: rec.numMasks, layout: layout, merge: merge)
+                XCTAssertEqual(fromCache.data.map(\.bitPattern), fromFull.data.map(\.bitPattern), "\(merge)")
+            }
+            XCTAssertEqual(rec.samEmbedding.shape, [8, 4, 4])
+            XCTAssertEqual(rec.samEmbedding.data.map(\.bitPattern), builder.samEmbedding(sample.scene.image).data.map { f16.round($0).bitPattern })
+            // The digest of the decoded arrays (format stability).
+            digest.update(data: Data(rec.image))
+            digest.update(data: Data(rec.masks))
+            for a in [rec.tokenIDs, rec.maskIDs, rec.rowPositions, rec.rowMaskIDs] { a.withUnsafeBytes { digest.update(bufferPointer: $0) } }
+            for x in [rows, rec.hiddenStates, rec.samEmbedding] { x.data.withUnsafeBytes { digest.update(bufferPointer: $0) } }
+        }
+        let hex = digest.finalize().map { String(format: "%02x", $0) }.joined()
+        XCTAssertEqual(hex, "83c7870485e977beeea3f700a71dde9024d957aa4f3173b501ebab90f0ac398e", "digest of the decoded arrays of the tiny built cache")
+
+        // The merged form of the same samples: mean and max of the in-process rows, rounded.
+        var mergedBuilder = builder
+        mergedBuilder.form = .merged
+        let murl = dir.appendingPathComponent("merged.nc")
+        try mergedBuilder.build(split: .val, count: 1, to: murl)
+        let m = try GroundingCacheReader(url: murl).record(0)
+        let f = try builder.vlmFeatures(world.sample(.val, 0))
+        let both = try AttentionMaps.mergedRows(f.rows, rowMaskIDs: f.positions.map { f.sequence.maskIds[$0] }, numMasks: m.numMasks)
+        guard case .merged(let mean, let mx) = m.attention else { return XCTFail("merged form expected") }
+        XCTAssertEqual(mean.data.map(\.bitPattern), both.mean.data.map { f16.round($0).bitPattern })
+        XCTAssertEqual(mx.data.map(\.bitPattern), both.max.data.map { f16.round($0).bitPattern })
     }
 }
