@@ -135,6 +135,7 @@ struct Cache: ParsableCommand {
         )
 
         @Argument(help: "GroundingCache NetCDF file.", completion: .file()) var file: String
+        @Flag(help: "Also read and decode every record (checks them all; reports records/s).") var check = false
 
         func run() throws {
             let url = URL(fileURLWithPath: file)
@@ -170,6 +171,13 @@ struct Cache: ParsableCommand {
             let size = try Cache.fileSize(url)
             let n = max(r.count, 1)
             print("bytes/sample      \(size / n) in the file (\(size) bytes), \(total / n) uncompressed")
+            if check {
+                let start = Date()
+                var rows = 0
+                for i in 0..<r.count { rows += try r.record(i).numRows }
+                let t = Date().timeIntervalSince(start)
+                print("check             read and decoded \(r.count) records (\(rows) phrase tokens) in \(String(format: "%.2f", t)) s (\(String(format: "%.1f", Double(r.count) / max(t, 1e-9))) records/s)")
+            }
         }
     }
 }
