@@ -44,7 +44,7 @@ let package = Package(
         // GroundingCache: frozen-model features per sample in NetCDF-4 (SCHEMA.md).
         .target(name: "GroundingCache", dependencies: ["Tensors", "Formats", "FLMM"], exclude: ["SCHEMA.md"]),
         // ShapesWorld: the embedded world (scenes, referring expressions, TinyVLM).
-        .target(name: "ShapesWorld", dependencies: ["FLMM", "NN", "GroundingCache"]),
+        .target(name: "ShapesWorld", dependencies: ["FLMM", "NN", "GroundingCache", "SegmentAnything", "Formats"]),
         // safetensors, PyTorch .pth (zip + restricted unpickler), NetCDF.
         .target(name: "Formats", dependencies: [
             "Tensors", "CNetCDF",

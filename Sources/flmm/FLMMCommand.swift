@@ -9,6 +9,7 @@ struct FLMMCommand: ParsableCommand {
             VerifyGolden.self,
             Checkpoint.self,
             Cache.self,
+            World.self,
         ]
     )
 }

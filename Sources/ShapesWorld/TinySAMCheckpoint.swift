@@ -1,0 +1,67 @@
+// TinySAM's checkpoint: a safetensors file of F32 tensors under SAM's state-dict keys
+// (image_encoder.*, prompt_encoder.*, mask_decoder.*, including the prompt encoder's
+// positional-encoding buffer), as `Sam.stateDict()` names them.
+
+import Foundation
+import Formats
+import NN
+import SegmentAnything
+import Tensors
+
+/// A TinySAM checkpoint that cannot be read or does not fit `SamConfig.tinySAM`: the file and why.
+public struct TinySAMCheckpointError: Error, Equatable, CustomStringConvertible {
+    public let file: String
+    public let reason: String
+
+    public init(file: String, reason: String) {
+        self.file = file
+        self.reason = reason
+    }
+
+    public var description: String { "\(file): not a TinySAM checkpoint: \(reason)" }
+}
+
+extension TinySAM {
+    /// The default place of the committed checkpoint, relative to the repository root.
+    public static let checkpointPath = "Checkpoints/tinysam.safetensors"
+
+    /// The safetensors bytes of `model`'s state dict (every entry F32), metadata `model: tinysam`.
+    public static func checkpointBytes(_ model: Sam) -> [UInt8] {
+        let entries = model.stateDict().map { SafeTensorsEntry(name: $0.0, tensor: $0.1) }
+        return SafeTensors(entries: entries, metadata: ["model": "tinysam"]).serialized()
+    }
+
+    /// Writes `model`'s state dict to `path` atomically (temporary file, then rename).
+    public static func save(_ model: Sam, to path: String) throws {
+        let entries = model.stateDict().map { SafeTensorsEntry(name: $0.0, tensor: $0.1) }
+        try SafeTensors.write(entries, metadata: ["model": "tinysam"], to: URL(fileURLWithPath: path))
+    }
+}
+
+extension Sam {
+    /// A `SamConfig.tinySAM` model with the weights of the checkpoint at `path`, loaded strictly
+    /// (every key present with its shape, no other key, every tensor F32).
+    public static func loadTinySAM(checkpoint path: String) throws(TinySAMCheckpointError) -> Sam {
+        let file: SafeTensors
+        do {
+            file = try SafeTensors.read(URL(fileURLWithPath: path))
+        } catch {
+            throw TinySAMCheckpointError(file: path, reason: String(describing: error))
+        }
+        var dict: [String: Tensor] = [:]
+        for e in file.entries {
+            guard e.dtype == .F32, let values = e.floats() else {
+                throw TinySAMCheckpointError(file: path, reason: "tensor '\(e.name)' is \(e.dtype.rawValue), expected F32")
+            }
+            dict[e.name] = Tensor(shape: e.shape, data: values)
+        }
+        var rng = PhiloxRNG(seed: 0)
+        let model = Sam(.tinySAM, rng: &rng)
+        do {
+            try model.load(stateDict: dict, file: path)
+        } catch {
+            throw TinySAMCheckpointError(file: path, reason: error.cause.description)
+        }
+        return model
+    }
+}
