@@ -202,6 +202,39 @@ final class GroundingCacheTests: XCTestCase {
         }
     }
 
+    func testRealModelSizes() throws {
+        // MGM-HD: 32 layers × 32 heads, hidden 4096, two maps per layer (global 24×24 + 48×48
+        // stitched crops, K = 2880), SAM ViT's 256 × 64 × 64 embedding. Rows only: the writer
+        // refuses the merged form, whose max would not commute with the per-token resize.
+        let layout = AttentionLayoutSpec.mgm(imageTokenID: 32000, clipHeight: 24, clipWidth: 24, imageGrid: 2, imageGlobal: true)
+        let sam = SamSummary(model: "vit_l", embeddingDim: 256, embeddingHeight: 64, embeddingWidth: 64, imgSize: 1024)
+        var h = GroundingCacheHeader(sourceModel: "MGM-HD-7B (synthetic values)", layout: layout, layers: 32, heads: 32,
+                                     hiddenSize: 4096, sam: sam, attentionForm: .merged, hiddenEncoding: .bfloat16,
+                                     samEncoding: .bfloat16, split: "val")
+        XCTAssertThrowsError(try GroundingCacheWriter(url: dir.appendingPathComponent("mgm-merged.nc"), header: h)) { e in
+            XCTAssertEqual((e as? GroundingCacheError)?.variable, "global attribute 'attention_form'")
+        }
+        h.attentionForm = .rows
+        let (l, nh, k, d, r) = (32, 32, 2880, 4096, 3)
+        func pattern(_ n: Int, _ f: (Int) -> Float) -> [Float] { (0..<n).map(f) }
+        let rows = Tensor(shape: [l, nh, r, k], data: pattern(l * nh * r * k) { Float(($0 * 7919) % 10007) / 10007 })
+        let hidden = Tensor(shape: [l, r, d], data: pattern(l * r * d) { Float(($0 * 104729) % 20011) - 10005.5 })
+        let emb = Tensor(shape: [256, 64, 64], data: pattern(256 * 64 * 64) { Float(($0 * 31) % 1001) / 100 - 5 })
+        let rec = GroundingRecord(
+            split: "val", sampleIndex: 0, imageHeight: 4, imageWidth: 6, image: [UInt8](repeating: 9, count: 72),
+            padding: PaddingMeta(beforeHeight: 112, afterHeight: 112, beforeWidth: 0, afterWidth: 0, imageHeight: 224,
+                                 imageWidth: 336, paddedHeight: 448, paddedWidth: 336),
+            masks: [UInt8](repeating: 1, count: 2 * 24), phraseKinds: [.attribute, .plural], phraseTexts: ["a", "b c"],
+            tokenIDs: [1, 2, 3, 4, 5], maskIDs: [-1, 0, 1, 1, -1], rowPositions: [1, 2, 3], rowMaskIDs: [0, 1, 1],
+            attention: .rows(rows), hiddenStates: hidden, samEmbedding: emb)
+        let url = try write(h, [rec], name: "mgm.nc")
+        let reader = try GroundingCacheReader(url: url)
+        XCTAssertEqual(reader.header, h)
+        XCTAssertEqual(reader.layout(0).channels(layers: l, heads: nh), 2048)
+        XCTAssertTrue(reader.layout(0).outputSize == (48, 48))
+        assertRoundTrip(rec, try reader.record(0), h)
+    }
+
     func testWriterRejectsMismatchedRecords() throws {
         let h = Self.header(.rows)
         let url = dir.appendingPathComponent("bad.nc")
