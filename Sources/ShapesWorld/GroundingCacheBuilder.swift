@@ -9,8 +9,8 @@
 //   rows         = out.attentions[l][h, t, imageStart ..< imageStart + G²] for the phrase tokens t
 //                  (mask id ≥ 0, sequence order) → [L, NH, R, G²]
 //   hidden       = out.hiddenStates[l][t, :] → [L, R, D]
-//   sam          = sam.image_encoder(sam.preprocess(bilinear resize of the image so that its
-//                  longest side is img_size (ResizeLongestSide))) → [C, e, e]
+//   sam          = sam.image_encoder(sam.preprocess(TinySAM.encoderInput(image))) → [C, e, e]
+//                  (bilinear resize so that the longest side is img_size, ResizeLongestSide)
 // The TinyVLM layout is DeepSeek-VL's: one G×G map, image token id `<image>`.
 
 import FLMM
@@ -68,23 +68,10 @@ public struct GroundingCacheBuilder {
             split: "\(split)", provenance: p)
     }
 
-    /// SAM's encoder input of an image: its 0–255 values [1, 3, h', w'], bilinearly resized
-    /// (align_corners false, no rounding) so that the longest side is img_size.
-    public static func samInput(_ image: RGBImage, imgSize: Int) -> Tensor {
-        let (h, w) = (image.height, image.width)
-        let plane = h * w
-        var chw = [Float](repeating: 0, count: 3 * plane)
-        for p in 0..<plane { for c in 0..<3 { chw[c * plane + p] = Float(image.pixels[3 * p + c]) } }
-        let x = Tensor(shape: [1, 3, h, w], data: chw)
-        let size = ResizeLongestSide(imgSize).preprocessShape((h, w))
-        if size == (h, w) { return x }
-        return Autograd.noGrad { interpolate(x, size: size, mode: .bilinear, alignCorners: false) }
-    }
-
     /// The frozen SAM image embedding [C, e, e] of an image.
     public func samEmbedding(_ image: RGBImage) -> Tensor {
         let encoder = sam.imageEncoder!
-        let y = Autograd.noGrad { encoder(sam.preprocess(GroundingCacheBuilder.samInput(image, imgSize: sam.imgSize))) }
+        let y = Autograd.noGrad { encoder(sam.preprocess(TinySAM.encoderInput(image, imgSize: sam.imgSize))) }
         return Tensor(shape: Array(y.shape.dropFirst()), data: y.data)
     }
 

@@ -45,7 +45,7 @@ struct Cache: ParsableCommand {
         @Option(name: .customLong("world-seed"), help: "ShapesWorld generator seed.") var worldSeed: UInt64 = 0
         @Flag(help: "Store per-phrase mean and max maps instead of per-token rows.") var merged = false
         @Option(help: "TinyVLM checkpoint (safetensors).") var vlm: String = "Checkpoints/tinyvlm.safetensors"
-        @Option(help: "TinySAM checkpoint (safetensors).") var sam: String = "Checkpoints/tinysam.safetensors"
+        @Option(help: "TinySAM checkpoint (safetensors).") var sam: String = TinySAM.checkpointPath
         @Flag(name: .customLong("random-init"), help: "Use randomly initialised TinyVLM and SAM (no checkpoints).")
         var randomInit = false
         @Option(help: "Deflate level 0…9 (0: no compression).") var deflate: Int = 1
@@ -91,18 +91,17 @@ struct Cache: ParsableCommand {
         func models() throws -> (TinyVLM, Sam, (String, String), [String: String]) {
             if randomInit {
                 var r1 = PhiloxRNG(seed: 1), r2 = PhiloxRNG(seed: 2)
-                return (TinyVLM(TinyVLMConfig(), rng: &r1), Sam(Build.samConfig, rng: &r2),
+                return (TinyVLM(TinyVLMConfig(), rng: &r1), Sam(.tinySAM, rng: &r2),
                         ("TinyVLM (random init, seed 1)", "SAM (random init, seed 2)"), ["models": "random init"])
             }
             let vlmURL = URL(fileURLWithPath: vlm), samURL = URL(fileURLWithPath: sam)
             for (u, what) in [(vlmURL, "--vlm"), (samURL, "--sam")] where !FileManager.default.fileExists(atPath: u.path) {
                 throw ValidationError("\(what): no checkpoint at \(u.path) (pass a file, or --random-init for random models)")
             }
-            var r1 = PhiloxRNG(seed: 1), r2 = PhiloxRNG(seed: 2)
+            var r1 = PhiloxRNG(seed: 1)
             let v = TinyVLM(TinyVLMConfig(), rng: &r1)
             try v.load(stateDict: try Build.stateDict(vlmURL))
-            let sm = Sam(Build.samConfig, rng: &r2)
-            try sm.load(stateDict: try Build.stateDict(samURL), file: samURL.path)
+            let sm = try Sam.loadTinySAM(checkpoint: samURL.path)
             return (v, sm, ("TinyVLM (\(vlmURL.lastPathComponent))", "TinySAM (\(samURL.lastPathComponent))"),
                     ["vlm_checkpoint_sha256": try Cache.sha256(vlmURL), "sam_checkpoint_sha256": try Cache.sha256(samURL)])
         }
@@ -113,20 +112,6 @@ struct Cache: ParsableCommand {
             for n in st.names { d[n] = try st.tensor(n) }
             return d
         }
-
-        /// TinySAM's sizes: 128² input, patch 4 (32×32 embedding of 64 channels), depth 4.
-        static let samConfig: SamConfig = {
-            let imageSize = 128, patch = 4, promptDim = 64
-            let grid = imageSize / patch
-            return SamConfig(
-                imageEncoder: ImageEncoderConfig(imgSize: imageSize, patchSize: patch, embedDim: 64, depth: 4, numHeads: 4,
-                                                 mlpRatio: 4, outChans: promptDim, windowSize: 8, globalAttnIndexes: [1, 3]),
-                promptEncoder: PromptEncoderConfig(embedDim: promptDim, imageEmbeddingSize: (grid, grid),
-                                                   inputImageSize: (imageSize, imageSize), maskInChans: 16),
-                maskDecoder: MaskDecoderConfig(transformerDim: promptDim, depth: 2, numHeads: 4, mlpDim: 256,
-                                               attentionDownsampleRate: 2, numMultimaskOutputs: 3, iouHeadDepth: 3,
-                                               iouHeadHiddenDim: 64))
-        }()
     }
 
     struct Inspect: ParsableCommand {
