@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test verify-threads bench clean
+.PHONY: all deps build test verify-threads bench figures clean
 
 all: build
 
@@ -60,6 +60,25 @@ verify-threads:
 
 bench: build
 	$(BIN)/flmm-bench --out Results/bench.nc
+
+# Figures/*.png and *.svg from Results/ alone: `flmm results export` writes the gnuplot data
+# (Figures/data, remade from scratch), then every script runs (Figures/*.gp). The same Results
+# give byte-identical PNG and SVG files.
+FIGURE_RESULTS = $(filter-out Results/bench.nc Results/qualitative.nc,$(wildcard Results/*.nc))
+
+figures: build
+	@test -n "$(FIGURE_RESULTS)" || { echo "make figures: no Results/*.nc (run the experiments first)"; exit 1; }
+	@rm -rf Figures/data
+	$(BIN)/flmm results export $(FIGURE_RESULTS) $(wildcard Results/qualitative.nc) --out Figures/data
+	@set -e; for f in Figures/data/*_bars.dat; do \
+	  e=$$(basename $$f _bars.dat); \
+	  gnuplot -c Figures/bars.gp Figures/data $$e Figures; \
+	  gnuplot -c Figures/curves.gp Figures/data $$e Figures; \
+	  echo "Figures/$${e}_bars.{png,svg} Figures/$${e}_curves.{png,svg}"; \
+	done
+	@if [ -f Figures/data/qualitative_panels.gp ]; then \
+	  gnuplot -c Figures/qualitative.gp Figures/data Figures && echo "Figures/qualitative.{png,svg}"; \
+	fi
 
 clean:
 	rm -rf .build

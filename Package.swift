@@ -56,7 +56,7 @@ let package = Package(
         .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
 
         .executableTarget(name: "flmm", dependencies: [
-            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM", "GroundingCache", "ShapesWorld",
+            "Tensors", "NN", "Formats", "Verification", "SegmentAnything", "FLMM", "GroundingCache", "ShapesWorld", "FLMMExperiments",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -50,6 +50,8 @@ public struct EvaluationResult: Sendable {
     public var overlaps: [MaskKind: [MaskOverlap]] = [:]
     public var kinds: [PhraseGroup] = []
 
+    public init() {}
+
     /// Scores of `mask` over `group`.
     public func scores(_ mask: MaskKind, _ group: PhraseGroup) -> GroupScores {
         let all = overlaps[mask] ?? []

@@ -37,6 +37,17 @@ public struct LossCurve: Sendable, Equatable {
     /// NaN where the configuration has no refiner.
     public var samLossMask: [Float] = []
     public var samLossDice: [Float] = []
+
+    public init() {}
+
+    public init(steps: [Int], loss: [Float], lossMask: [Float], lossDice: [Float], samLossMask: [Float], samLossDice: [Float]) {
+        self.steps = steps
+        self.loss = loss
+        self.lossMask = lossMask
+        self.lossDice = lossDice
+        self.samLossMask = samLossMask
+        self.samLossDice = samLossDice
+    }
 }
 
 /// Training stopped: the loss became NaN or infinite.

@@ -10,6 +10,7 @@ struct FLMMCommand: ParsableCommand {
             Checkpoint.self,
             Cache.self,
             World.self,
+            Results.self,
         ]
     )
 }
