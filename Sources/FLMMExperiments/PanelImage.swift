@@ -119,3 +119,41 @@ public enum ColorMap {
         return RGBPicture(height: height, width: width, pixels: px)
     }
 }
+
+/// Pictures side by side.
+public enum PanelLayout {
+    /// `tiles` left to right, top-aligned, `gap` pixels apart and around, on `background`.
+    public static func row(_ tiles: [RGBPicture], gap: Int = 4, background: (UInt8, UInt8, UInt8) = (255, 255, 255)) -> RGBPicture {
+        precondition(!tiles.isEmpty && gap >= 0, "PanelLayout.row: \(tiles.count) tiles, gap \(gap)")
+        let h = tiles.map(\.height).max()! + 2 * gap
+        let w = tiles.reduce(gap) { $0 + $1.width + gap }
+        var canvas = RGBPicture(height: h, width: w, fill: background)
+        var x = gap
+        for t in tiles {
+            canvas.place(t, row: gap, col: x)
+            x += t.width + gap
+        }
+        return canvas
+    }
+
+    /// Per-layer maps of one phrase from mask-head input `maskAttentions` [M, L·NH, h, w]
+    /// (channels layer-major: c = l·NH + head): the mean over heads of layer l, in Double in head
+    /// order → L maps of h·w values.
+    public static func layerMeans(_ maskAttentions: [Float], shape: [Int], phrase: Int, layers: Int) -> [[Float]] {
+        precondition(shape.count == 4 && shape[1] % layers == 0 && phrase < shape[0] && maskAttentions.count == shape.reduce(1, *),
+                     "PanelLayout.layerMeans: maps \(shape) with \(layers) layers, phrase \(phrase)")
+        let heads = shape[1] / layers, hw = shape[2] * shape[3]
+        return (0..<layers).map { l in
+            (0..<hw).map { p in
+                var s = 0.0
+                for hd in 0..<heads { s += Double(maskAttentions[((phrase * shape[1]) + l * heads + hd) * hw + p]) }
+                return Float(s / Double(heads))
+            }
+        }
+    }
+
+    /// The mean over every layer and head of one phrase's maps (what a qualitative panel shows).
+    public static func overallMean(_ maskAttentions: [Float], shape: [Int], phrase: Int) -> [Float] {
+        layerMeans(maskAttentions, shape: shape, phrase: phrase, layers: 1)[0]
+    }
+}

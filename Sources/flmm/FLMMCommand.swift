@@ -11,6 +11,7 @@ struct FLMMCommand: ParsableCommand {
             Cache.self,
             World.self,
             Results.self,
+            Ground.self,
         ]
     )
 }

@@ -286,3 +286,26 @@ final class FiguresTests: XCTestCase {
         XCTAssertThrowsError(try GroundingPhrase("the circle. the square", imageTokens: 4)) { XCTAssertTrue($0 is GroundingPhraseError) }
     }
 }
+
+extension FiguresTests {
+    func testPanelRowAndLayerMeans() {
+        let a = RGBPicture(height: 2, width: 1, fill: (9, 9, 9)), b = RGBPicture(height: 1, width: 2, fill: (5, 6, 7))
+        let row = PanelLayout.row([a, b], gap: 1, background: (0, 0, 0))
+        // 2 + 2·1 rows; 1 + 1 + 1 + 2 + 1 = 6 columns; a at (1, 1), b at (1, 3).
+        XCTAssertEqual(row.height, 4)
+        XCTAssertEqual(row.width, 6)
+        let px = { (r: Int, c: Int) in Array(row.pixels[((r * 6 + c) * 3)..<((r * 6 + c) * 3 + 3)]) }
+        XCTAssertEqual(px(1, 1), [9, 9, 9])
+        XCTAssertEqual(px(2, 1), [9, 9, 9])
+        XCTAssertEqual(px(1, 3), [5, 6, 7])
+        XCTAssertEqual(px(1, 4), [5, 6, 7])
+        XCTAssertEqual(px(2, 3), [0, 0, 0])
+        XCTAssertEqual(px(0, 0), [0, 0, 0])
+        // Maps [M = 2, L·NH = 2·2, 1, 2]: phrase 1, layer 1 = heads 2 and 3.
+        let values: [Float] = (0..<16).map(Float.init)
+        let means = PanelLayout.layerMeans(values, shape: [2, 4, 1, 2], phrase: 1, layers: 2)
+        // phrase 1 starts at 8: layer 0 heads (8, 9), (10, 11) → 9, 10; layer 1 (12, 13), (14, 15) → 13, 14.
+        XCTAssertEqual(means, [[9, 10], [13, 14]])
+        XCTAssertEqual(PanelLayout.overallMean(values, shape: [2, 4, 1, 2], phrase: 0), [3, 4])
+    }
+}
