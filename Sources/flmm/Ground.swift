@@ -61,11 +61,10 @@ struct Ground: ParsableCommand {
         for (path, what) in [(vlm, "--vlm"), (sam, "--sam"), (heads, "--heads")] where !FileManager.default.fileExists(atPath: path) {
             throw ValidationError("\(what): no file at \(path)")
         }
-        var r1 = PhiloxRNG(seed: 1), r2 = PhiloxRNG(seed: 2), r3 = PhiloxRNG(seed: 3)
+        var r1 = PhiloxRNG(seed: 1), r3 = PhiloxRNG(seed: 3)
         let lmm = TinyVLM(vlmConfig, rng: &r1)
         try lmm.load(stateDict: try Cache.Build.stateDict(URL(fileURLWithPath: vlm)))
-        let samModel = Sam(Cache.Build.samConfig, rng: &r2)
-        try samModel.load(stateDict: try Cache.Build.stateDict(URL(fileURLWithPath: sam)), file: sam)
+        let samModel = try Sam.loadTinySAM(checkpoint: sam)
         let headsFile = try SafeTensors.read(URL(fileURLWithPath: heads))
         let config = try headsFile.metadata["config"].map { try Ground.parseConfig($0) } ?? AblationConfig()
         print("heads: \(heads) (\(config))")
@@ -91,7 +90,7 @@ struct Ground: ParsableCommand {
         let vlmOut = Autograd.noGrad { lmm(pixels, seq) }
         let attentions = vlmOut.stackedAttentions()
         let hidden = Autograd.noGrad { cat(vlmOut.hiddenStates.map { $0.unsqueeze(0) }, dim: 0) }
-        let embedding = refiner.encodeImage(GroundingCacheBuilder.samInput(image, imgSize: refiner.imgSize))
+        let embedding = refiner.encodeImage(TinySAM.encoderInput(image, imgSize: refiner.imgSize))
 
         // Ground truth when the phrase refers to objects of the scene.
         let targets = ExpressionInterpreter.resolve(phrase.words, in: sample.scene.objects)
