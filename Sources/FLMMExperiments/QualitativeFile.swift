@@ -14,8 +14,10 @@
 //   attention   attention(panel, gy, gx) float: the phrase's merged map averaged over layers and
 //               heads, on the LMM's grid; NaN outside [0, grid_height_i) × [0, grid_width_i)
 
+import FLMM
 import Formats
 import Foundation
+import Tensors
 
 /// One qualitative example: a phrase on its image, what the model saw and what it predicted.
 public struct QualitativePanel: Sendable, Equatable {
@@ -209,5 +211,42 @@ public enum QualitativeFile {
                                            iouUNet: iouU[p], iouSAM: withSam ? iouS[p] : nil))
         }
         return panels
+    }
+}
+
+extension QualitativePanel {
+    /// The panel of phrase `k` from what the model computed for its sample (`FLMMStepOutput`):
+    /// `maskAttentions` [M, L·NH, h, w] (the attention map shown: mean over every layer and head),
+    /// `unetLogits` [M, mh, mw] (`predMasks`, bilinearly resized to the original size as the
+    /// evaluation does, foreground > 0), `samLogits` [M, H, W] (`refiner?.masks`, foreground > 0,
+    /// nil without the refiner), and the ground truth `gtMask` (0/1, H·W) of the image
+    /// (`image` RGB, H·W·3). IoUs as `MaskOverlap.iou`.
+    public static func fromModelOutput(phrase: String, phraseIndex k: Int, image: [UInt8], height h: Int, width w: Int,
+                                       maskAttentions: Tensor, unetLogits: Tensor, samLogits: Tensor?,
+                                       gtMask: [UInt8]) -> QualitativePanel {
+        precondition(maskAttentions.rank == 4 && unetLogits.rank == 3 && k < unetLogits.shape[0] && k < maskAttentions.shape[0],
+                     "QualitativePanel.fromModelOutput: maps \(maskAttentions.shape), U-Net logits \(unetLogits.shape), phrase \(k)")
+        let att = PanelLayout.overallMean(maskAttentions.data, shape: maskAttentions.shape, phrase: k)
+        let (mh, mw) = (unetLogits.shape[1], unetLogits.shape[2])
+        let one = Tensor(shape: [1, 1, mh, mw], data: Array(unetLogits.data[(k * mh * mw)..<((k + 1) * mh * mw)]))
+        let resized = Autograd.noGrad { interpolate(one, size: (h, w), mode: .bilinear, alignCorners: false) }
+        let unet = resized.data.map { UInt8($0 > 0 ? 1 : 0) }
+        var sam: [UInt8]?
+        if let s = samLogits {
+            precondition(s.shape == [unetLogits.shape[0], h, w],
+                         "QualitativePanel.fromModelOutput: SAM logits \(s.shape), expected [\(unetLogits.shape[0]), \(h), \(w)]")
+            sam = s.data[(k * h * w)..<((k + 1) * h * w)].map { UInt8($0 > 0 ? 1 : 0) }
+        }
+        func iou(_ p: [UInt8]) -> Float {
+            var i = 0, u = 0
+            for (a, b) in zip(p, gtMask) {
+                if a != 0 && b != 0 { i += 1 }
+                if a != 0 || b != 0 { u += 1 }
+            }
+            return MaskOverlap(intersection: i, union: u).iou
+        }
+        return QualitativePanel(phrase: phrase, image: image, height: h, width: w, attention: att,
+                                gridHeight: maskAttentions.shape[2], gridWidth: maskAttentions.shape[3], unetMask: unet,
+                                samMask: sam, gtMask: gtMask, iouUNet: iou(unet), iouSAM: sam.map(iou))
     }
 }

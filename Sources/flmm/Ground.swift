@@ -104,13 +104,13 @@ struct Ground: ParsableCommand {
         let layout = DeepSeekVLLayout(imageTokenID: Tokenizer.shapesWorld.imageId, gridHeight: g, gridWidth: g)
         let step = try Autograd.noGrad { try model.step(input, layout: layout) }
 
-        // Masks at the original size: the U-Net logits bilinearly resized (as the evaluation does), > 0.
-        let pm = step.predMasks
-        let coarse = Autograd.noGrad {
-            interpolate(pm.reshape([1, 1, pm.shape[1], pm.shape[2]]), size: (h, w), mode: .bilinear, alignCorners: false)
-        }
-        let unetMask = coarse.data.map { UInt8($0 > 0 ? 1 : 0) }
-        let samMask = step.refiner.map { r in r.masks.data.map { UInt8($0 > 0 ? 1 : 0) } }
+        // Masks at the original size (the U-Net logits bilinearly resized, as the evaluation does; > 0)
+        // and their IoUs against the ground truth (an empty one when the phrase refers to nothing).
+        let result = QualitativePanel.fromModelOutput(phrase: phrase.words.joined(separator: " "), phraseIndex: 0, image: image.pixels,
+                                                      height: h, width: w, maskAttentions: step.maskAttentions,
+                                                      unetLogits: step.predMasks, samLogits: step.refiner?.masks,
+                                                      gtMask: gt?.bits ?? [UInt8](repeating: 0, count: h * w))
+        let unetMask = result.unetMask, samMask = result.samMask
 
         // The panel.
         let picture = RGBPicture(height: h, width: w, pixels: image.pixels)
@@ -133,18 +133,10 @@ struct Ground: ParsableCommand {
         print("wrote \(out) (\(panel.width)×\(panel.height)): image | attention layer 0…\(l - 1) (mean over \(nh) heads) | "
               + "U-Net mask | SAM mask\(samMask == nil ? " (no refiner: grey)" : "")\(gt == nil ? "" : " | ground truth")")
 
-        func iou(_ pred: [UInt8], _ truth: [UInt8]) -> MaskOverlap {
-            var i = 0, u = 0
-            for (p, t) in zip(pred, truth) {
-                if p != 0 && t != 0 { i += 1 }
-                if p != 0 || t != 0 { u += 1 }
-            }
-            return MaskOverlap(intersection: i, union: u)
-        }
-        if let gt, let targets {
+        if gt != nil, let targets {
             print("the phrase refers to object\(targets.count == 1 ? "" : "s") \(targets.map(String.init).joined(separator: ", ")) of the scene")
-            print("IoU U-Net \(FigureText.fixed(Double(iou(unetMask, gt.bits).iou), digits: 4))")
-            if let samMask { print("IoU SAM   \(FigureText.fixed(Double(iou(samMask, gt.bits).iou), digits: 4))") }
+            print("IoU U-Net \(FigureText.fixed(Double(result.iouUNet), digits: 4))")
+            if let s = result.iouSAM { print("IoU SAM   \(FigureText.fixed(Double(s), digits: 4))") }
         } else {
             print("the phrase does not refer unambiguously to objects of this scene: no ground truth, no IoU")
         }

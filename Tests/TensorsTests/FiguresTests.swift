@@ -3,6 +3,7 @@ import FLMMExperiments
 import Formats
 import Foundation
 import ShapesWorld
+import Tensors
 import XCTest
 
 /// Figures: the export of Results files to gnuplot data, the results table, the qualitative
@@ -307,5 +308,27 @@ extension FiguresTests {
         // phrase 1 starts at 8: layer 0 heads (8, 9), (10, 11) → 9, 10; layer 1 (12, 13), (14, 15) → 13, 14.
         XCTAssertEqual(means, [[9, 10], [13, 14]])
         XCTAssertEqual(PanelLayout.overallMean(values, shape: [2, 4, 1, 2], phrase: 0), [3, 4])
+    }
+}
+
+extension FiguresTests {
+    func testQualitativePanelFromModelOutput() {
+        // Two phrases; phrase 1's U-Net logits [[1, -1], [-1, -1]] resized to 4×4 (bilinear, align_corners
+        // false): value 2·a_r·a_c − 1 with the weight a of source row/col 0 = 1, 0.75, 0.25, 0 for
+        // output 0…3, so > 0 exactly on the top-left 2×2 block (1, 0.5, 0.5, 0.125).
+        let unet = Tensor(shape: [2, 2, 2], data: [-5, -5, -5, -5, 1, -1, -1, -1])
+        let sam = Tensor(shape: [2, 4, 4], data: [Float](repeating: -1, count: 16) + [1, 1, -1, -1] + [Float](repeating: -1, count: 12))
+        let att = Tensor(shape: [2, 2, 1, 2], data: [0, 0, 0, 0, 0.2, 0.4, 0.6, 0.8])
+        var gt = [UInt8](repeating: 0, count: 16)
+        gt[0] = 1; gt[1] = 1; gt[4] = 1; gt[5] = 1; gt[2] = 1
+        let p = QualitativePanel.fromModelOutput(phrase: "the circle", phraseIndex: 1, image: [UInt8](repeating: 50, count: 48), height: 4,
+                                                 width: 4, maskAttentions: att, unetLogits: unet, samLogits: sam, gtMask: gt)
+        XCTAssertEqual(p.unetMask, [1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
+        XCTAssertEqual(p.samMask, [1, 1, 0, 0] + [UInt8](repeating: 0, count: 12))
+        XCTAssertEqual(p.attention, [0.4, 0.6])            // mean of (0.2, 0.6) and (0.4, 0.8)
+        XCTAssertEqual(p.gridHeight, 1)
+        XCTAssertEqual(p.gridWidth, 2)
+        XCTAssertEqual(p.iouUNet, 0.8)                      // 4 of 5 truth pixels, no extra
+        XCTAssertEqual(p.iouSAM, 0.4)                       // 2 of 5
     }
 }
