@@ -51,19 +51,20 @@ struct Ground: ParsableCommand {
         let world = ShapesWorld(seed: scene)
         let sample = world.sample(.val, index)
         let image = sample.scene.image
-        let vlmConfig = TinyVLMConfig()
         // The phrase first: a bad phrase fails before any checkpoint is read.
-        let phrase = try GroundingPhrase(text, imageTokens: vlmConfig.imageTokens)
+        _ = try GroundingPhrase(text, imageTokens: 1)
         print("scene: ShapesWorld seed \(scene), val sample \(index), \(image.width)×\(image.height), \(sample.scene.objects.count) objects")
         print("its phrases: " + sample.phrases.map { $0.words.joined(separator: " ") }.joined(separator: " | "))
-        print("phrase: \(phrase.words.joined(separator: " "))")
 
         for (path, what) in [(vlm, "--vlm"), (sam, "--sam"), (heads, "--heads")] where !FileManager.default.fileExists(atPath: path) {
             throw ValidationError("\(what): no file at \(path)")
         }
         var r1 = PhiloxRNG(seed: 1), r3 = PhiloxRNG(seed: 3)
-        let lmm = TinyVLM(vlmConfig, rng: &r1)
+        let lmm = TinyVLM(TinyVLMConfig(), rng: &r1)
         try lmm.load(stateDict: try Cache.Build.stateDict(URL(fileURLWithPath: vlm)))
+        let vlmConfig = lmm.config
+        let phrase = try GroundingPhrase(text, imageTokens: vlmConfig.imageTokens)
+        print("phrase: \(phrase.words.joined(separator: " "))")
         let samModel = try Sam.loadTinySAM(checkpoint: sam)
         let headsFile = try SafeTensors.read(URL(fileURLWithPath: heads))
         let config = try headsFile.metadata["config"].map { try Ground.parseConfig($0) } ?? AblationConfig()
