@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test verify-threads bench figures clean
+.PHONY: all deps build test verify-threads bench figures clean pretrain pretrain-sam
 
 all: build
 
@@ -57,6 +57,15 @@ verify-threads:
 	@cmp -s <(cd .build/verify-t1 && cat $$(ls)) <(cd .build/verify-t2 && cat $$(ls)) \
 	  && diff <(ls .build/verify-t1) <(ls .build/verify-t2) \
 	  && echo "verify-golden outputs bitwise identical on 1 and 2 threads ($$(ls .build/verify-t1 | wc -l) cases)"
+
+# Retrains the frozen ShapesWorld models from scratch (deterministic on any thread count) and
+# checks the new checkpoints against the digests recorded in Checkpoints/SHA256SUMS.
+pretrain: pretrain-sam
+	sha256sum -c Checkpoints/SHA256SUMS
+
+# TinySAM: TinySAMPretrainConfig.standard, then its box/point mIoU on val.
+pretrain-sam: build
+	$(BIN)/flmm world pretrain-sam --out Checkpoints/tinysam.safetensors
 
 bench: build
 	$(BIN)/flmm-bench --out Results/bench.nc

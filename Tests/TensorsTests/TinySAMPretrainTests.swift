@@ -6,8 +6,9 @@ import ShapesWorld
 import Tensors
 import XCTest
 
-/// TinySAM: the pretraining prefix is pinned and thread-independent, the loader's errors name
-/// the file, and the geometry and loss helpers give hand-derived values.
+/// TinySAM: the pretraining prefix is pinned and thread-independent, the committed checkpoint is
+/// the recorded one and segments, the loader's errors name the file, and the geometry and loss
+/// helpers give hand-derived values.
 final class TinySAMPretrainTests: XCTestCase {
     static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
@@ -42,6 +43,22 @@ final class TinySAMPretrainTests: XCTestCase {
             digests.append(Self.hex(SHA256.hash(data: TinySAM.checkpointBytes(model))))
         }
         XCTAssertEqual(digests[0], digests[1])
+    }
+
+    /// The committed checkpoint's SHA-256 is its line in Checkpoints/SHA256SUMS; it loads into
+    /// SamConfig.tinySAM strictly and segments val objects from a box.
+    func testCommittedCheckpoint() throws {
+        let path = Self.repoRoot.appendingPathComponent(TinySAM.checkpointPath).path
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let sums = try String(contentsOf: Self.repoRoot.appendingPathComponent("Checkpoints/SHA256SUMS"), encoding: .utf8)
+        let line = sums.split(separator: "\n").first { $0.hasSuffix("tinysam.safetensors") }
+        XCTAssertEqual(line.map(String.init), "\(Self.hex(SHA256.hash(data: bytes)))  \(TinySAM.checkpointPath)")
+        XCTAssertLessThanOrEqual(bytes.count, 10 << 20)
+        let model = try Sam.loadTinySAM(checkpoint: path)
+        XCTAssertEqual(model.config, .tinySAM)
+        XCTAssertEqual(TinySAM.checkpointBytes(model), [UInt8](bytes), "save(load(file)) is the file")
+        let miou = TinySAMEvaluation.boxMIoU(model: model, world: ShapesWorld(seed: 0), count: 20)
+        XCTAssertGreaterThan(miou, 0.7, "a sanity bound for the committed checkpoint, not the 0.85 target")
     }
 
     /// A missing file and a checkpoint of a shallower encoder (2 blocks) both give an error
