@@ -6,10 +6,14 @@
 //   x = tokens + pos_embed[0..<T]
 //   L pre-norm blocks:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
 //       attn: qkv = Linear(D, 3D) → q, k, v [NH, T, D/NH];
-//             probs = softmax((q / √(D/NH))·kᵀ + causal, dim −1)   [NH, T, T]
+//             probs = softmax((q · 1/√(D/NH))·kᵀ + causal, dim −1)   [NH, T, T]
 //             (causal: −∞ above the diagonal, so probs[i, j>i] are exactly 0)
 //             out = Linear(D, D)(merge heads(probs · v))
-//       mlp: Linear(D, 4D) → GELU → Linear(4D, D)
+//             computed by one fused primitive, `causalSelfAttention` (Tensors), on the packed
+//             qkv: only the visible (lower-triangular) logits are formed, the softmax uses the
+//             vectorised exp, and no head is copied out.
+//       mlp: Linear(D, 4D) → GELU (exact, `geluVectorized`) → Linear(4D, D)
+//   LayerNorms through `layerNormRows` (nn.LayerNorm over the last dim).
 //   norm (LayerNorm) → lm_head Linear(D, V) → logits [T, V]
 //
 // Outputs as F-LMM reads a HF model with output_attentions / output_hidden_states:
@@ -19,6 +23,7 @@
 // State-dict keys: patch_embed.proj.{weight,bias}, tok_embeddings.weight, pos_embed.weight,
 // layers.i.{ln_1, attn.qkv, attn.proj, ln_2, mlp.fc1, mlp.fc2}.{weight,bias}, norm.*, lm_head.*.
 
+import Foundation
 import NN
 import Tensors
 
@@ -40,9 +45,14 @@ public struct TinyVLMConfig: Sendable, Equatable {
     public var vocabSize: Int
     /// Longest supported sequence (positions of pos_embed).
     public var maxPositions: Int
+    /// Channels of the optional 3×3 convolution (+ GELU) before the patch embedding (0: none).
+    public var stemChannels: Int
+    /// Initialise the image tokens' rows of pos_embed with a 2-D sine-cosine table (else N(0, 0.02²)).
+    public var sincosImagePositions: Bool
 
     public init(imageSize: Int = 96, patchSize: Int = 4, dim: Int = 64, layers: Int = 4, heads: Int = 4,
-                mlpRatio: Int = 4, vocabSize: Int = Tokenizer.shapesWorld.count, maxPositions: Int? = nil) {
+                mlpRatio: Int = 4, vocabSize: Int = Tokenizer.shapesWorld.count, maxPositions: Int? = nil,
+                stemChannels: Int = 0, sincosImagePositions: Bool = false) {
         precondition(imageSize % patchSize == 0, "TinyVLMConfig: patch size \(patchSize) must divide image size \(imageSize)")
         precondition(dim % heads == 0, "TinyVLMConfig: \(heads) heads must divide dim \(dim)")
         self.imageSize = imageSize
@@ -54,6 +64,9 @@ public struct TinyVLMConfig: Sendable, Equatable {
         self.vocabSize = vocabSize
         let g = imageSize / patchSize
         self.maxPositions = maxPositions ?? (g * g + 96)
+        self.stemChannels = stemChannels
+        self.sincosImagePositions = sincosImagePositions
+        precondition(!sincosImagePositions || dim % 4 == 0, "TinyVLMConfig: the 2-D sine-cosine table needs dim \(dim) divisible by 4")
     }
 
     /// G: image tokens per side.
@@ -89,18 +102,11 @@ public final class CausalSelfAttention: Module {
         proj = Linear(dim, dim, rng: &rng)
     }
 
-    /// x [T, D], mask [NH, T, T] (0 / −∞) → (out [T, D], probs [NH, T, T]).
-    public func callAsFunction(_ x: Tensor, mask: Tensor) -> (Tensor, Tensor) {
-        let t = x.shape[0], d = x.shape[1], hd = d / heads
-        let packed = qkv(x).reshape([t, 3, heads, hd]).permute([1, 2, 0, 3])   // [3, NH, T, hd]
-        let q = packed.narrow(dim: 0, start: 0, length: 1).reshape([heads, t, hd])
-        let k = packed.narrow(dim: 0, start: 1, length: 1).reshape([heads, t, hd])
-        let v = packed.narrow(dim: 0, start: 2, length: 1).reshape([heads, t, hd])
-        // The scale is applied to q ([NH, T, hd]) rather than to the [NH, T, T] scores, and the
-        // mask comes already expanded to [NH, T, T], so no broadcast is reduced in backward.
-        let scores = matmul(q * Float(1 / Double(hd).squareRoot()), k.transpose(1, 2)) + mask
-        let probs = scores.softmax(dim: -1)                                      // [NH, T, T]
-        let out = matmul(probs, v).permute([1, 0, 2]).reshape([t, d])
+    /// x [T, D] → (out [T, D], probs [NH, T, T]), causal. One fused primitive
+    /// (`causalSelfAttention`) on the packed qkv [T, 3D] (viewed as [T, 3, NH, D/NH]); the scale
+    /// 1/√(D/NH) is applied to q.
+    public func callAsFunction(_ x: Tensor) -> (Tensor, Tensor) {
+        let (out, probs) = causalSelfAttention(qkv(x), heads: heads)
         return (proj(out), probs)
     }
 }
@@ -115,7 +121,7 @@ public final class MLP: Module {
         fc2 = Linear(hidden, dim, rng: &rng)
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { fc2(fc1(x).gelu()) }
+    public func callAsFunction(_ x: Tensor) -> Tensor { fc2(fc1(x).geluVectorized()) }
 }
 
 /// One pre-norm transformer block.
@@ -132,26 +138,40 @@ public final class TinyVLMBlock: Module {
         mlp = MLP(dim: dim, hidden: mlpHidden, rng: &rng)
     }
 
-    /// x [T, D], mask [NH, T, T] → (x', probs [NH, T, T]).
-    public func callAsFunction(_ x: Tensor, mask: Tensor) -> (Tensor, Tensor) {
-        let (a, probs) = attn(ln1(x), mask: mask)
+    /// x [T, D] → (x', probs [NH, T, T]).
+    public func callAsFunction(_ x: Tensor) -> (Tensor, Tensor) {
+        let (a, probs) = attn(TinyVLMBlock.norm(ln1, x))
         let h = x + a
-        return (h + mlp(ln2(h)), probs)
+        return (h + mlp(TinyVLMBlock.norm(ln2, h)), probs)
+    }
+
+    /// nn.LayerNorm over the last dim through the row kernel (`layerNormRows`, same function).
+    static func norm(_ ln: LayerNorm, _ x: Tensor) -> Tensor {
+        layerNormRows(x, weight: ln.weight, bias: ln.bias, eps: ln.eps)
     }
 }
 
-/// The patch-embedding stem (`patch_embed.proj`).
+/// The patch-embedding stem: `patch_embed.proj` (Conv2d 3→D, kernel = stride = p), optionally
+/// after `patch_embed.stem` (Conv2d 3→C, 3×3, padding 1) and GELU.
 public final class PatchEmbed: Module {
     public let proj: Conv2d
-    public var children: [ModuleChild] { [.module("proj", proj)] }
+    public let stem: Conv2d?
+    public var children: [ModuleChild] {
+        var c: [ModuleChild] = [.module("proj", proj)]
+        if let stem { c.append(.module("stem", stem)) }
+        return c
+    }
 
-    public init(patchSize: Int, dim: Int, rng: inout PhiloxRNG) {
-        proj = Conv2d(3, dim, kernelSize: patchSize, stride: patchSize, rng: &rng)
+    public init(patchSize: Int, dim: Int, stemChannels: Int = 0, rng: inout PhiloxRNG) {
+        proj = Conv2d(stemChannels > 0 ? stemChannels : 3, dim, kernelSize: patchSize, stride: patchSize, rng: &rng)
+        stem = stemChannels > 0 ? Conv2d(3, stemChannels, kernelSize: 3, stride: 1, padding: 1, rng: &rng) : nil
     }
 
     /// pixel values [3, S, S] → image tokens [G², D] (row-major over the grid).
     public func callAsFunction(_ pixels: Tensor) -> Tensor {
-        let y = proj(pixels.unsqueeze(0))                          // [1, D, G, G]
+        var x = pixels.unsqueeze(0)
+        if let stem { x = stem(x).geluVectorized() }
+        let y = proj(x)                                            // [1, D, G, G]
         let d = y.shape[1], n = y.shape[2] * y.shape[3]
         return y.reshape([d, n]).transpose(0, 1)                   // [G², D]
     }
@@ -177,11 +197,18 @@ public final class TinyVLM: Module {
     /// declaration order.
     public init(_ config: TinyVLMConfig, rng: inout PhiloxRNG) {
         self.config = config
-        patchEmbed = PatchEmbed(patchSize: config.patchSize, dim: config.dim, rng: &rng)
+        patchEmbed = PatchEmbed(patchSize: config.patchSize, dim: config.dim, stemChannels: config.stemChannels, rng: &rng)
         tokEmbeddings = Embedding(config.vocabSize, config.dim, rng: &rng)
         Init.normal(tokEmbeddings.weight, std: 0.02, rng: &rng)
         posEmbed = Embedding(config.maxPositions, config.dim, rng: &rng)
         Init.normal(posEmbed.weight, std: 0.02, rng: &rng)
+        if config.sincosImagePositions {
+            // Rows 1 ..< 1 + G² (the image tokens follow <bos>): 2-D sine-cosine table.
+            var w = posEmbed.weight.data
+            let table = TinyVLM.sincos2D(grid: config.grid, dim: config.dim)
+            for i in 0..<table.count { w[config.dim + i] = table[i] }
+            posEmbed.weight.assign(w)
+        }
         var blocks: [TinyVLMBlock] = []
         for _ in 0..<config.layers {
             blocks.append(TinyVLMBlock(dim: config.dim, heads: config.heads, mlpHidden: config.mlpRatio * config.dim, rng: &rng))
@@ -189,6 +216,27 @@ public final class TinyVLM: Module {
         layers = blocks
         norm = LayerNorm([config.dim])
         lmHead = Linear(config.dim, config.vocabSize, rng: &rng)
+    }
+
+    /// The 2-D sine-cosine position table [G², D] (MAE's layout), scaled by ½: for cell (r, c),
+    /// the first D/2 features encode r and the last D/2 encode c, each as
+    /// [sin(pos·ω_k)]_k ++ [cos(pos·ω_k)]_k with ω_k = 10000^(−k/(D/4)), k < D/4 (Double, then Float).
+    public static func sincos2D(grid g: Int, dim d: Int) -> [Float] {
+        let q = d / 4
+        var out = [Float](repeating: 0, count: g * g * d)
+        for r in 0..<g {
+            for c in 0..<g {
+                for (half, pos) in [(0, r), (1, c)] {
+                    for k in 0..<q {
+                        let omega = 1 / Foundation.pow(10000.0, Double(k) / Double(q))
+                        let base = (r * g + c) * d + half * (d / 2)
+                        out[base + k] = Float(0.5 * Foundation.sin(Double(pos) * omega))
+                        out[base + q + k] = Float(0.5 * Foundation.cos(Double(pos) * omega))
+                    }
+                }
+            }
+        }
+        return out
     }
 
     /// [T, T] additive causal mask: 0 on and below the diagonal, −∞ above.
@@ -211,13 +259,12 @@ public final class TinyVLM: Module {
         let before = tokEmbeddings(Array(sequence.ids[0..<sequence.imageStart]))
         let after = tokEmbeddings(Array(sequence.ids[(sequence.imageStart + sequence.imageCount)...]))
         var x = cat([before, image, after], dim: 0) + posEmbed(Array(0..<t))    // [T, D]
-        let mask = TinyVLM.causalMask(t).expand([c.heads, t, t])              // constant, no gradient
         var attentions: [Tensor] = [], hidden: [Tensor] = []
         for (l, block) in layers.enumerated() {
-            let (y, probs) = block(x, mask: mask)
+            let (y, probs) = block(x)
             attentions.append(probs)
             x = y
-            hidden.append(l == layers.count - 1 ? norm(y) : y)
+            hidden.append(l == layers.count - 1 ? TinyVLMBlock.norm(norm, y) : y)
         }
         let logits = lmHead(hidden[hidden.count - 1])
         return TinyVLMOutput(logits: logits, attentions: attentions, hiddenStates: hidden)

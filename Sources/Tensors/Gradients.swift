@@ -80,6 +80,11 @@ public enum Primitive: Sendable {
     case matmulNT
     // LayerNorm over contiguous rows: inputs [x] + [weight] + [bias] when present; row statistics kept.
     case layerNormRows(mean: [Double], rstd: [Double], hasWeight: Bool, hasBias: Bool)
+
+    // MARK: TinyVLM ops — cases go here
+    // Fused causal self-attention on packed qkv [T, 3·NH·d]: input [qkv]; the forward's
+    // probabilities are kept for the closed-form backward.
+    case causalAttention(CausalAttentionGeometry, probs: [Float])
 }
 
 enum Gradients {
@@ -261,6 +266,11 @@ enum Gradients {
             if hasWeight { out.append(Tensor(shape: [d], data: r.dWeight)) }
             if hasBias { out.append(Tensor(shape: [d], data: r.dBias)) }
             return out
+
+        // MARK: TinyVLM ops — gradients go here
+        case .causalAttention(let geometry, let probs):
+            return [Tensor(shape: x[0].shape,
+                           data: Kernels.causalAttentionBackward(g.data, qkv: x[0].data, probs: probs, geometry))]
         }
     }
 
