@@ -91,16 +91,14 @@ struct Cache: ParsableCommand {
         func models() throws -> (TinyVLM, Sam, (String, String), [String: String]) {
             if randomInit {
                 var r1 = PhiloxRNG(seed: 1), r2 = PhiloxRNG(seed: 2)
-                return (TinyVLM(TinyVLMConfig(), rng: &r1), Sam(.tinySAM, rng: &r2),
+                return (TinyVLM(.shapesWorld, rng: &r1), Sam(.tinySAM, rng: &r2),
                         ("TinyVLM (random init, seed 1)", "SAM (random init, seed 2)"), ["models": "random init"])
             }
             let vlmURL = URL(fileURLWithPath: vlm), samURL = URL(fileURLWithPath: sam)
             for (u, what) in [(vlmURL, "--vlm"), (samURL, "--sam")] where !FileManager.default.fileExists(atPath: u.path) {
                 throw ValidationError("\(what): no checkpoint at \(u.path) (pass a file, or --random-init for random models)")
             }
-            var r1 = PhiloxRNG(seed: 1)
-            let v = TinyVLM(TinyVLMConfig(), rng: &r1)
-            try v.load(stateDict: try Build.stateDict(vlmURL))
+            let v = try TinyVLM.load(checkpoint: vlmURL.path)
             let sm = try Sam.loadTinySAM(checkpoint: samURL.path)
             return (v, sm, ("TinyVLM (\(vlmURL.lastPathComponent))", "TinySAM (\(samURL.lastPathComponent))"),
                     ["vlm_checkpoint_sha256": try Cache.sha256(vlmURL), "sam_checkpoint_sha256": try Cache.sha256(samURL)])
