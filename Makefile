@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test verify-threads bench figures clean pretrain pretrain-sam
+.PHONY: all deps build test verify-threads bench figures clean pretrain pretrain-sam pretrain-vlm
 
 all: build
 
@@ -60,8 +60,12 @@ verify-threads:
 
 # Retrains the frozen ShapesWorld models from scratch (deterministic on any thread count) and
 # checks the new checkpoints against the digests recorded in Checkpoints/SHA256SUMS.
-pretrain: pretrain-sam
+pretrain: pretrain-vlm pretrain-sam
 	sha256sum -c Checkpoints/SHA256SUMS
+
+# TinyVLM: TinyVLMPretrainConfig.standard (deterministic on any thread count).
+pretrain-vlm: build
+	$(BIN)/flmm world pretrain-vlm --out Checkpoints/tinyvlm.safetensors
 
 # TinySAM: TinySAMPretrainConfig.standard, then its box/point mIoU on val.
 pretrain-sam: build
