@@ -57,7 +57,7 @@ public struct GroundingCacheBuilder {
         let c = vlm.config, s = sam.config
         var p = provenance
         p["world_seed"] = String(world.seed)
-        p["vlm_config"] = "image_size=\(c.imageSize) patch=\(c.patchSize) dim=\(c.dim) layers=\(c.layers) heads=\(c.heads) mlp_ratio=\(c.mlpRatio) vocab=\(c.vocabSize)"
+        p["vlm_config"] = String(describing: c)
         p["sam_config"] = "img_size=\(s.imageEncoder.imgSize) patch=\(s.imageEncoder.patchSize) embed=\(s.imageEncoder.embedDim) depth=\(s.imageEncoder.depth) heads=\(s.imageEncoder.numHeads) out=\(s.imageEncoder.outChans)"
         let grid = s.imageEncoder.gridSize
         return GroundingCacheHeader(
