@@ -59,9 +59,8 @@ struct Ground: ParsableCommand {
         for (path, what) in [(vlm, "--vlm"), (sam, "--sam"), (heads, "--heads")] where !FileManager.default.fileExists(atPath: path) {
             throw ValidationError("\(what): no file at \(path)")
         }
-        var r1 = PhiloxRNG(seed: 1), r3 = PhiloxRNG(seed: 3)
-        let lmm = TinyVLM(TinyVLMConfig(), rng: &r1)
-        try lmm.load(stateDict: try Cache.Build.stateDict(URL(fileURLWithPath: vlm)))
+        var r3 = PhiloxRNG(seed: 3)
+        let lmm = try TinyVLM.load(checkpoint: vlm)
         let vlmConfig = lmm.config
         let phrase = try GroundingPhrase(text, imageTokens: vlmConfig.imageTokens)
         print("phrase: \(phrase.words.joined(separator: " "))")
