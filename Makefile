@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test verify-threads bench figures clean pretrain pretrain-sam pretrain-vlm
+.PHONY: all deps build test verify-threads smoke bench figures ablations ablations-full clean pretrain pretrain-sam pretrain-vlm
 
 all: build
 
@@ -47,6 +47,7 @@ test: deps
 	swift build $(SWIFT_FLAGS) --build-tests
 	swift test $(SWIFT_FLAGS) --skip-build
 	$(MAKE) --no-print-directory verify-threads
+	$(MAKE) --no-print-directory smoke
 
 # `flmm verify-golden` over the golden files with FLMM_THREADS=1 and 2; the saved outputs must match bit for bit.
 verify-threads:
@@ -70,6 +71,31 @@ pretrain-vlm: build
 # TinySAM: TinySAMPretrainConfig.standard, then its box/point mIoU on val.
 pretrain-sam: build
 	$(BIN)/flmm world pretrain-sam --out Checkpoints/tinysam.safetensors
+
+# Every experiment on the smoke profile (caches of a few ShapesWorld samples built from the committed
+# checkpoints), then its Results files checked: with xarray when Python has it (installed with pip when
+# possible), else `ncdump -h` against the documented schema.
+SMOKE_DIR := .build/smoke
+smoke:
+	@rm -rf $(SMOKE_DIR)
+	@python3 -c 'import xarray, netCDF4' 2>/dev/null || pip install -q xarray netCDF4 >/dev/null 2>&1 \
+	  || echo "xarray not installable here: Results are checked with ncdump -h"
+	$(BIN)/ablate-all --profile smoke --out $(SMOKE_DIR)
+	Tests/Scripts/check_results.sh $(SMOKE_DIR)/ablate-*.nc
+
+# The main job: the quick profile of every ablation, then the figures and the results table.
+ablations: build
+	$(BIN)/ablate-all --profile quick --out Results
+	$(MAKE) --no-print-directory figures
+	$(BIN)/flmm results table Results/ablate-*.nc
+
+# The paper-style grid (3 seeds, trained to convergence); shard it with
+# `$(BIN)/ablate-all --profile full --shard i/n` on n machines, then rerun it once to assemble.
+ablations-full: build
+	$(BIN)/ablate-all --profile full --out Results
+	$(MAKE) --no-print-directory figures
+	$(BIN)/flmm results table Results/ablate-*.nc
+
 
 bench: build
 	$(BIN)/flmm-bench --out Results/bench.nc

@@ -51,7 +51,21 @@ let package = Package(
             .product(name: "ZIPFoundation", package: "ZIPFoundation"),
         ]),
         // F-LMM's training and evaluation on cached features, the ablation grid, Results files.
-        .target(name: "FLMMExperiments", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
+        .target(name: "FLMMExperiments", dependencies: [
+            "Tensors", "NN", "Formats", "SegmentAnything", "FLMM", "GroundingCache",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // The experiments' shared command-line options, cache provisioning and summaries.
+        .target(name: "ExperimentKit", dependencies: [
+            "FLMMExperiments", "GroundingCache", "ShapesWorld", "Formats", "SegmentAnything", "Tensors",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        // One executable per experiment (Experiments/<name>/main.swift).
+        .executableTarget(name: "ablate-merge", dependencies: ["ExperimentKit", "FLMMExperiments"], path: "Experiments/ablate-merge"),
+        .executableTarget(name: "ablate-normalize", dependencies: ["ExperimentKit", "FLMMExperiments"], path: "Experiments/ablate-normalize"),
+        .executableTarget(name: "ablate-upsample", dependencies: ["ExperimentKit", "FLMMExperiments"], path: "Experiments/ablate-upsample"),
+        .executableTarget(name: "ablate-prompts", dependencies: ["ExperimentKit", "FLMMExperiments"], path: "Experiments/ablate-prompts"),
+        .executableTarget(name: "ablate-all", dependencies: ["ExperimentKit", "FLMMExperiments"], path: "Experiments/ablate-all"),
         // Rebuilds golden cases from their config and compares with PyTorch's tensors.
         .target(name: "Verification", dependencies: ["Tensors", "NN", "Formats", "SegmentAnything", "FLMM"]),
 

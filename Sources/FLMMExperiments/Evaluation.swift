@@ -19,17 +19,19 @@ public enum PhraseGroup: String, Sendable, CaseIterable {
     case all, attribute, relational, plural
 }
 
-/// One val sample to evaluate: the model's input, the exact masks at the original size
-/// [M, H, W] (0/1), and each phrase's kind (attribute / relational / plural).
+/// One val sample to evaluate: the model's input and its attention layout, the exact masks at
+/// the original size [M, H, W] (0/1), and each phrase's kind (attribute / relational / plural).
 public struct EvalSample {
     public let input: FLMMSample
+    public let layout: any AttentionLayout
     public let masks: Tensor
     public let kinds: [PhraseGroup]
 
-    public init(input: FLMMSample, masks: Tensor, kinds: [PhraseGroup]) {
+    public init(input: FLMMSample, layout: any AttentionLayout, masks: Tensor, kinds: [PhraseGroup]) {
         precondition(masks.rank == 3 && masks.shape[0] == kinds.count && kinds.allSatisfy { $0 != .all },
                      "EvalSample: masks \(masks.shape) need one kind (not .all) per mask, got \(kinds.count)")
         self.input = input
+        self.layout = layout
         self.masks = masks
         self.kinds = kinds
     }
@@ -68,26 +70,32 @@ public struct EvaluationResult: Sendable {
 public enum FLMMEvaluation {
     /// Runs `model` (no gradients) on every sample and scores its U-Net mask and, when it has
     /// the refiner on, its SAM mask.
-    public static func evaluate(_ model: FLMMModel, layout: any AttentionLayout, count: Int,
+    public static func evaluate(_ model: FLMMModel, count: Int,
                                 sample: (Int) throws -> EvalSample) throws -> EvaluationResult {
         var result = EvaluationResult()
         for i in 0..<count {
             let s = try sample(i)
-            let out = try Autograd.noGrad { try model.step(s.input, layout: layout) }
-            let (h, w) = (s.masks.shape[1], s.masks.shape[2])
-            let m = s.masks.shape[0]
-            let coarse = Autograd.noGrad {
-                interpolate(out.predMasks.reshape([1, m, out.predMasks.shape[1], out.predMasks.shape[2]]),
-                            size: (h, w), mode: .bilinear, alignCorners: false).reshape([m, h, w])
-            }
-            result.overlaps[.unet, default: []] += SegmentationScores.overlaps(pred: binarized(coarse), gt: s.masks)
-            if let refined = out.refiner {
-                result.overlaps[.sam, default: []] += SegmentationScores.overlaps(pred: binarized(refined.masks), gt: s.masks)
+            let p = try predict(model, s)
+            result.overlaps[.unet, default: []] += SegmentationScores.overlaps(pred: p.unet, gt: s.masks)
+            if let sam = p.sam {
+                result.overlaps[.sam, default: []] += SegmentationScores.overlaps(pred: sam, gt: s.masks)
             }
             result.kinds += s.kinds
         }
         for (k, o) in result.overlaps { result.ious[k] = o.map(\.iou) }
         return result
+    }
+
+    /// The model's output on `s` (no gradients) and its binary masks [M, H, W] at the original
+    /// size: the U-Net's (bilinear, logit > 0) and SAM's (logit > 0; nil without the refiner).
+    public static func predict(_ model: FLMMModel, _ s: EvalSample) throws -> (output: FLMMStepOutput, unet: Tensor, sam: Tensor?) {
+        let out = try Autograd.noGrad { try model.step(s.input, layout: s.layout) }
+        let (m, h, w) = (s.masks.shape[0], s.masks.shape[1], s.masks.shape[2])
+        let coarse = Autograd.noGrad {
+            interpolate(out.predMasks.reshape([1, m, out.predMasks.shape[1], out.predMasks.shape[2]]),
+                        size: (h, w), mode: .bilinear, alignCorners: false).reshape([m, h, w])
+        }
+        return (out, binarized(coarse), out.refiner.map { binarized($0.masks) })
     }
 
     /// 1 where the logit is > 0, else 0.

@@ -63,16 +63,14 @@ public struct NonFiniteLossError: Error, CustomStringConvertible {
 /// Trains one FLMMModel.
 public final class FLMMTrainer {
     public let model: FLMMModel
-    public let layout: any AttentionLayout
     public let settings: OptimizerSettings
     public let steps: Int
     let optimizer: AdamW
     let schedule: WarmupCosineSchedule
 
-    public init(model: FLMMModel, layout: any AttentionLayout, steps: Int, settings: OptimizerSettings = OptimizerSettings()) {
+    public init(model: FLMMModel, steps: Int, settings: OptimizerSettings = OptimizerSettings()) {
         precondition(steps > 0, "FLMMTrainer: steps \(steps) must be positive")
         self.model = model
-        self.layout = layout
         self.settings = settings
         self.steps = steps
         let params = model.trainableParameters().map(\.1)
@@ -94,18 +92,19 @@ public final class FLMMTrainer {
         return Array(order.prefix(steps))
     }
 
-    /// Trains for `steps` steps on `sample(i)` (i from the seed's data order over `count`
-    /// samples), logging every `logEvery` steps (and the last). `progress` gets each step's
-    /// output (for a progress line).
+    /// Trains for `steps` steps on `sample(i)` (a sample and its attention layout; i from the
+    /// seed's data order over `count` samples), logging every `logEvery` steps (and the last).
+    /// `progress` gets each step's output (for a progress line).
     public func train(count: Int, seed: UInt64, logEvery: Int, configName: String,
-                      sample: (Int) throws -> FLMMSample,
+                      sample: (Int) throws -> (FLMMSample, any AttentionLayout),
                       progress: (Int, FLMMStepOutput) -> Void = { _, _ in }) throws -> LossCurve {
         model.train()
         var curve = LossCurve()
         let params = optimizer.parameters
         for (step, index) in FLMMTrainer.dataOrder(count: count, steps: steps, seed: seed).enumerated() {
             optimizer.zeroGrad()
-            let out = try model.step(try sample(index), layout: layout)
+            let (input, layout) = try sample(index)
+            let out = try model.step(input, layout: layout)
             let loss = out.loss.item
             guard loss.isFinite else { throw NonFiniteLossError(step: step, config: configName, loss: loss) }
             out.loss.backward()

@@ -1,0 +1,27 @@
+// ablate-normalize: normalize_input on vs off (each attention map divided by its sum).
+// Reads top-down: options → seeds and configurations → data → train and evaluate every
+// (configuration, seed) → Results/ablate-normalize.nc → a one-line summary.
+// `swift run -c release ablate-normalize --profile quick`; see ExperimentOptions for every option.
+
+import ExperimentKit
+import FLMMExperiments
+
+experimentMain {
+    // Options, seeds and the configurations of the grid (Experiment.normalize.configs).
+    let options = ExperimentOptions.parseOrExit()
+    let grid = try options.gridOptions(.normalize)
+
+    // Data: the train and val GroundingCaches (built on demand) and TinySAM's pretrained refiner.
+    let inputs = try options.loadInputs(profile: grid.profile, progress: printProgress)
+
+    // Train and evaluate this shard's units; each finished unit is saved at once (resume).
+    let runner = try AblationGrid(options: grid, inputs: inputs)
+    let results = try runner.run(progress: printProgress)
+
+    // Summary (or what is left when other shards still run).
+    if let results {
+        print(try Summary.line(results))
+    } else {
+        print("ablate-normalize: shard \(grid.shard.index)/\(grid.shard.count) finished; parts in \(runner.partsDir.path)")
+    }
+}

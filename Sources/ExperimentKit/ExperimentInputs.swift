@@ -1,0 +1,82 @@
+// What a grid starts from: the train and val GroundingCaches and TinySAM's pretrained refiner.
+//
+// Without --cache, the profile's ShapesWorld caches are used:
+//   <out>/caches/shapesworld-<profile>-train.nc and -val.nc (world seed 0; the profile's sample
+//   counts; phrase rows in float16), built on demand from the committed frozen checkpoints
+//   (Checkpoints/tinyvlm.safetensors, Checkpoints/tinysam.safetensors). A cache that exists is
+//   reused as it is; its SHA-256 is recorded in every Results file, so results made from
+//   different caches never mix (resume and merge check it).
+
+import FLMMExperiments
+import Formats
+import Foundation
+import GroundingCache
+import SegmentAnything
+import ShapesWorld
+import Tensors
+
+extension ExperimentOptions {
+    /// The caches (built when missing) and TinySAM's prompt encoder + mask decoder weights.
+    public func loadInputs(profile: Profile, progress: @escaping (String) -> Void) throws -> GridInputs {
+        let (trainURL, valURL) = try caches(profile: profile, progress: progress)
+        let train = try GroundingDataset(url: trainURL)
+        let val = try GroundingDataset(url: valURL)
+        guard train.header.layers == val.header.layers, train.header.heads == val.header.heads,
+              train.header.hiddenSize == val.header.hiddenSize, train.header.layout == val.header.layout else {
+            throw ExperimentError("--cache \(trainURL.path) and --val-cache \(valURL.path) come from different models")
+        }
+        let samURL = URL(fileURLWithPath: tinysam)
+        let sam = try Sam.loadTinySAM(checkpoint: tinysam)
+        let weights = Dictionary(uniqueKeysWithValues: sam.stateDict().filter { !$0.0.hasPrefix("image_encoder.") })
+        let e = sam.config.promptEncoder
+        guard train.header.sam.embeddingDim == e.embedDim,
+              train.header.sam.embeddingHeight == e.imageEmbeddingSize.0, train.header.sam.embeddingWidth == e.imageEmbeddingSize.1 else {
+            throw ExperimentError("\(trainURL.path): SAM embeddings \(train.header.sam.embeddingDim)×\(train.header.sam.embeddingHeight)×\(train.header.sam.embeddingWidth) do not fit the TinySAM of \(tinysam) (\(e.embedDim)×\(e.imageEmbeddingSize.0)×\(e.imageEmbeddingSize.1))")
+        }
+        return GridInputs(train: train, val: val, samConfig: sam.config, samWeights: weights,
+                          samDigest: try FileDigest.sha256(samURL))
+    }
+
+    /// The cache files: --cache / --val-cache, or the profile's ShapesWorld caches (built if missing).
+    func caches(profile: Profile, progress: @escaping (String) -> Void) throws -> (URL, URL) {
+        if let cache {
+            guard let valCache else { throw ExperimentError("--cache \(cache) needs --val-cache too (the evaluation split)") }
+            return (URL(fileURLWithPath: cache), URL(fileURLWithPath: valCache))
+        }
+        guard valCache == nil else { throw ExperimentError("--val-cache needs --cache too") }
+        let dir = URL(fileURLWithPath: out).appendingPathComponent("caches")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        var urls: [URL] = []
+        for (split, count) in [(Split.train, profile.trainSamples), (Split.val, profile.valSamples)] {
+            let url = dir.appendingPathComponent("shapesworld-\(profile.name)-\(split)-v\(GroundingCache.schemaVersion).nc")
+            if !FileManager.default.fileExists(atPath: url.path) {
+                try ExperimentOptions.buildCache(split: split, count: count, to: url, vlmPath: tinyvlm, samPath: tinysam,
+                                                 progress: progress)
+            }
+            urls.append(url)
+        }
+        return (urls[0], urls[1])
+    }
+
+    /// Runs the frozen TinyVLM and TinySAM over `count` ShapesWorld samples (world seed 0).
+    static func buildCache(split: Split, count: Int, to url: URL, vlmPath: String, samPath: String,
+                           progress: @escaping (String) -> Void) throws {
+        for (path, what) in [(vlmPath, "--tinyvlm"), (samPath, "--tinysam")] where !FileManager.default.fileExists(atPath: path) {
+            throw ExperimentError("\(what) \(path): no such checkpoint (the committed ones are in Checkpoints/; `make pretrain` remakes them)")
+        }
+        let vlm = try TinyVLM.load(checkpoint: vlmPath)
+        let sam = try Sam.loadTinySAM(checkpoint: samPath)
+        let builder = GroundingCacheBuilder(world: ShapesWorld(seed: 0), vlm: vlm, sam: sam, form: .rows,
+                                            vlmName: "TinyVLM (\(URL(fileURLWithPath: vlmPath).lastPathComponent))",
+                                            samName: "TinySAM (\(URL(fileURLWithPath: samPath).lastPathComponent))")
+        let provenance = ["vlm_checkpoint_sha256": try FileDigest.sha256(URL(fileURLWithPath: vlmPath)),
+                          "sam_checkpoint_sha256": try FileDigest.sha256(URL(fileURLWithPath: samPath)),
+                          "world_seed": "0"]
+        let start = Date()
+        try builder.build(split: split, count: count, to: url, provenance: provenance) { done, total in
+            guard done % 25 == 0 || done == total else { return }
+            let rate = Double(done) / max(Date().timeIntervalSince(start), 1e-9)
+            progress("cache \(url.lastPathComponent): sample \(done)/\(total), \(String(format: "%.1f", rate)) samples/s, ETA \(Int((Double(total - done) / rate).rounded())) s")
+        }
+    }
+}
