@@ -126,7 +126,8 @@ public final class AblationGrid {
                 "betas": .doubles([st.betas.0, st.betas.1]), "max_grad_norm": .doubles([st.maxGradNorm]),
                 "warmup_ratio": .doubles([st.warmupRatio]), "warmup_start_factor": .doubles([st.startFactor]),
                 "source_model": .text(inputs.train.header.sourceModel),
-                "steps_per_unit": .int(options.steps), "log_every": .int(options.profile.logEvery)]
+                "steps_per_unit": .int(options.steps), "log_every": .int(options.profile.logEvery),
+                "unet_base_channels": .int(options.profile.unetBaseChannels)]
     }
 
     /// The logged steps of every unit.
@@ -148,6 +149,7 @@ public final class AblationGrid {
         let (_, layout) = inputs.train.sample(0)
         var rng = PhiloxRNG(seed: seed, stream: 0x464C_4D4D_0000)          // "FLMM"
         var head = UNetHeadConfig(inChannels: layout.channels(layers: h.layers, heads: h.heads))
+        head.baseChannels = options.profile.unetBaseChannels
         head.normalizeInput = config.normalizeInput
         head.upsampleInput = config.upsampleInput
         let unet = UNetHead(head, rng: &rng)

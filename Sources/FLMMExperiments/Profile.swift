@@ -18,19 +18,28 @@ public struct Profile: Sendable, Equatable {
     public var valSamples: Int
     /// Steps between two points of the logged loss curve.
     public var logEvery: Int
+    /// The U-Net's `base_channels` (F-LMM: 64). The U-Net dominates a step's cost (its
+    /// 3×3 convolutions scale with the square of the width), so the quick and smoke profiles
+    /// train a narrower one to fit their time budget on 2 cores; the full profile is F-LMM's.
+    public var unetBaseChannels: Int
 
-    public init(name: String, seeds: [UInt64], steps: Int, trainSamples: Int, valSamples: Int, logEvery: Int) {
+    public init(name: String, seeds: [UInt64], steps: Int, trainSamples: Int, valSamples: Int, logEvery: Int,
+                unetBaseChannels: Int) {
         self.name = name
         self.seeds = seeds
         self.steps = steps
         self.trainSamples = trainSamples
         self.valSamples = valSamples
         self.logEvery = logEvery
+        self.unetBaseChannels = unetBaseChannels
     }
 
-    public static let smoke = Profile(name: "smoke", seeds: [0], steps: 3, trainSamples: 3, valSamples: 2, logEvery: 1)
-    public static let quick = Profile(name: "quick", seeds: [0], steps: 150, trainSamples: 300, valSamples: 60, logEvery: 5)
-    public static let full = Profile(name: "full", seeds: [0, 1, 2], steps: 1500, trainSamples: 1500, valSamples: 200, logEvery: 25)
+    public static let smoke = Profile(name: "smoke", seeds: [0], steps: 3, trainSamples: 3, valSamples: 2, logEvery: 1,
+                                      unetBaseChannels: 8)
+    public static let quick = Profile(name: "quick", seeds: [0], steps: 150, trainSamples: 300, valSamples: 60, logEvery: 5,
+                                      unetBaseChannels: 16)
+    public static let full = Profile(name: "full", seeds: [0, 1, 2], steps: 600, trainSamples: 1000, valSamples: 200,
+                                     logEvery: 10, unetBaseChannels: 64)
 
     public static let all: [Profile] = [.smoke, .quick, .full]
 

@@ -13,7 +13,8 @@ import Foundation
 public enum ResultsMerge {
     /// Merges `inputs` into `out` (atomically). Throws naming the first input that disagrees
     /// with the first one, or the units still missing.
-    public static func merge(_ inputs: [URL], experiment: Experiment, seeds: [UInt64], out: URL) throws {
+    /// `seeds` nil: every seed found in the inputs, ascending.
+    public static func merge(_ inputs: [URL], experiment: Experiment, seeds: [UInt64]? = nil, out: URL) throws {
         guard let first = inputs.first else { throw ExperimentError("results merge: no input files") }
         let (h0, _) = try ResultsFile.read(first)
         var runs: [RunResult] = []
@@ -31,6 +32,7 @@ public enum ResultsMerge {
             }
             for run in r where !runs.contains(where: { $0.config == run.config && $0.seed == run.seed }) { runs.append(run) }
         }
+        let seeds = seeds ?? Array(Set(runs.map(\.seed))).sorted()
         let configs = experiment.configs
         var missing: [String] = []
         for c in configs { for s in seeds where !runs.contains(where: { $0.config == c && $0.seed == s }) { missing.append("\(c) seed \(s)") } }

@@ -8,7 +8,7 @@ struct Results: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "results",
         abstract: "Export Results files to gnuplot data, or print them as a table.",
-        subcommands: [Export.self, Table.self]
+        subcommands: [Export.self, Table.self, Merge.self]
     )
 
     struct Export: ParsableCommand {
@@ -88,6 +88,45 @@ struct Results: ParsableCommand {
                 if i > 0 { print("") }
                 print(ResultsExport.table(header: header, runs: runs, markdown: markdown), terminator: "")
             }
+        }
+    }
+
+    struct Merge: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Merge the parts of a sharded grid into one experiment's Results file.",
+            discussion: """
+                Each `ablate-* --shard i/n` run writes one file per finished (configuration, seed) under \
+                <out>/parts/<profile>/. Gather those files from every shard and merge them: the result is \
+                bitwise the data of the unsharded run. (Rerunning the experiment without --shard on the \
+                gathered parts folder assembles the same file.)
+                """
+        )
+
+        @Option(help: "The experiment: ablate-merge, ablate-normalize, ablate-upsample or ablate-prompts.")
+        var experiment: String
+
+        @Option(help: "Comma-separated seeds in the grid's order (default: every seed found, ascending).")
+        var seeds: String?
+
+        @Option(help: "The merged Results file.")
+        var out: String
+
+        @Argument(help: "Part files (or partial Results files) of the grid.")
+        var parts: [String]
+
+        func run() throws {
+            let e = try Experiment.named(experiment)
+            let seedList = try seeds.map { s in
+                try s.split(separator: ",").map { v -> UInt64 in
+                    guard let x = UInt64(v.trimmingCharacters(in: .whitespaces)) else {
+                        throw ValidationError("--seeds '\(s)': expected integers separated by commas")
+                    }
+                    return x
+                }
+            }
+            let url = URL(fileURLWithPath: out)
+            try ResultsMerge.merge(parts.map { URL(fileURLWithPath: $0) }, experiment: e, seeds: seedList, out: url)
+            print("merged \(parts.count) files into \(out)")
         }
     }
 }

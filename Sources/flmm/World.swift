@@ -9,7 +9,7 @@ struct World: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "world",
         abstract: "ShapesWorld: pretrain and evaluate the frozen models (TinyVLM, TinySAM).",
-        subcommands: [PretrainVLM.self, EvaluateVLM.self, PretrainSAM.self, EvaluateSAM.self]
+        subcommands: [PretrainVLM.self, EvaluateVLM.self, PretrainSAM.self, EvaluateSAM.self, Evaluate.self]
     )
 
     /// SHA-256 of a file, as `sha256sum` prints it.
@@ -105,6 +105,24 @@ struct World: ParsableCommand {
             for cls in ["size", "colour", "shape"] {
                 if let a = r.tokenAccuracyByClass[cls] { print("metric token_accuracy_\(cls) \(a)") }
             }
+        }
+    }
+
+    struct Evaluate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Every ShapesWorld target on val with the committed checkpoints: TinyVLM's pointing and token accuracy, TinySAM's box mIoU.",
+            discussion: "Prints `metric <name> <value>` lines: those of evaluate-vlm, then those of evaluate-sam."
+        )
+
+        @Option(help: "TinyVLM checkpoint.")
+        var vlm: String = "Checkpoints/tinyvlm.safetensors"
+
+        @Option(help: "TinySAM checkpoint.")
+        var sam: String = "Checkpoints/tinysam.safetensors"
+
+        func run() throws {
+            try EvaluateVLM.parse(["--checkpoint", vlm]).run()
+            try EvaluateSAM.parse(["--checkpoint", sam]).run()
         }
     }
 }
