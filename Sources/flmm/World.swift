@@ -45,6 +45,9 @@ struct World: ParsableCommand {
         @Option(help: .hidden) var lr: Double?
         @Option(help: .hidden) var batch: Int?
         @Option(help: .hidden) var descriptionFraction: Double?
+        /// Runs only the first N steps and prints the SHA-256 of the losses' and the weights' Float
+        /// bits (what TinyVLMPretrainTests pins) instead of writing a checkpoint.
+        @Option(help: .hidden) var prefixDigests: Int?
 
         func run() throws {
             var cfg = TinyVLMPretrainConfig.standard
@@ -56,6 +59,16 @@ struct World: ParsableCommand {
                 World.stderr("pretrain-vlm: NOT the standard config (lr \(cfg.lr), batch \(cfg.batchSize), descriptions \(cfg.descriptionFraction))")
             }
             World.stderr("pretrain-vlm: \(cfg.steps) steps × \(cfg.batchSize) samples, grid \(cfg.model.grid)×\(cfg.model.grid), D \(cfg.model.dim), L \(cfg.model.layers), NH \(cfg.model.heads), threads \(Parallel.threads)")
+            if let n = prefixDigests {
+                let (model, losses) = TinyVLMPretraining.run(cfg, stopAfter: n)
+                func digest(_ v: [Float]) -> String {
+                    v.withUnsafeBytes { SHA256.hash(data: $0) }.map { String(format: "%02x", $0) }.joined()
+                }
+                print("losses \(losses)")
+                print("losses_sha256 \(digest(losses))")
+                print("weights_sha256 \(digest(model.stateDict().flatMap { $0.1.data }))")
+                return
+            }
             let start = Date()
             let every = max(1, self.every)
             let (model, losses) = TinyVLMPretraining.run(cfg) { p in
