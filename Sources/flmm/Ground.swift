@@ -23,7 +23,7 @@ struct Ground: ParsableCommand {
             predict the U-Net mask and, with the refiner, the SAM mask (SAM's image embedding from the \
             frozen TinySAM encoder). The configuration (merge, normalize, upsample, prompts) is read from the \
             heads file's metadata "config" (e.g. merge=mean,normalize=on,upsample=64,sam=box+mask+text), \
-            F-LMM's default when absent.
+            F-LMM's default when absent; the U-Net width is read from the heads (conv_seg).
             The PNG panel, left to right: the image; the phrase's merged attention map of each layer (mean \
             over heads, cropped to the image region, nearest-upsampled, viridis colours scaled per map); the \
             U-Net mask (magenta) and the SAM mask (white) over the dimmed image; the ground truth (green) when \
@@ -71,6 +71,12 @@ struct Ground: ParsableCommand {
 
         let (l, nh, g) = (vlmConfig.layers, vlmConfig.heads, vlmConfig.grid)
         var unetConfig = UNetHeadConfig(inChannels: l * nh)
+        // The U-Net width B depends on the profile that trained the heads: conv_seg is [1, B, 1, 1].
+        let headsDict = Dictionary(uniqueKeysWithValues: try headsFile.names.map { ($0, try headsFile.tensor($0)) })
+        guard let seg = headsDict["mask_head.conv_seg.weight"], seg.rank == 4, seg.shape[1] > 0 else {
+            throw ValidationError("--heads \(heads): no mask_head.conv_seg.weight [1, B, 1, 1]; not F-LMM heads")
+        }
+        unetConfig.baseChannels = seg.shape[1]
         unetConfig.upsampleInput = config.upsampleInput
         unetConfig.normalizeInput = config.normalizeInput
         let refiner = MaskRefiner(sam: samModel, options: RefinerOptions(useText: config.useText, useMask: config.useMask,
@@ -80,7 +86,7 @@ struct Ground: ParsableCommand {
                                                   embedDim: samModel.config.promptEncoder.embedDim, rng: &r3),
                               sam: refiner, merge: config.merge)
         model.useRefiner = config.refiner
-        try model.loadTrained(stateDict: Dictionary(uniqueKeysWithValues: headsFile.names.map { ($0, try headsFile.tensor($0)) }))
+        try model.loadTrained(stateDict: headsDict)
         model.eval()
 
         // The frozen models.
