@@ -81,5 +81,16 @@ final class CacheEquivalenceTests: XCTestCase {
         // The steps did train: the weights moved and the loss is finite.
         XCTAssertTrue(curveA.loss.allSatisfy(\.isFinite))
         XCTAssertNotEqual(try model().trainedStateDict()[0].1.data, a.trainedStateDict()[0].1.data)
+
+        // A diverging run stops at the first non-finite loss, naming the step and the configuration.
+        var wild = OptimizerSettings()
+        wild.lr = 1e36
+        wild.warmupRatio = 0
+        XCTAssertThrowsError(try FLMMTrainer(model: try model(), steps: 6, settings: wild)
+            .train(count: 3, seed: 5, logEvery: 1, configName: "lr=1e36", sample: { cache.sample($0) })) { error in
+            guard let e = error as? NonFiniteLossError else { return XCTFail("\(error)") }
+            XCTAssertGreaterThan(e.step, 0)
+            XCTAssertTrue(e.description.contains("at step \(e.step) of configuration lr=1e36"), e.description)
+        }
     }
 }
