@@ -30,25 +30,12 @@ public enum Showcase {
         var out: [QualitativePanel] = []
         for i in 0..<min(panels, val.count) {
             let s = val.evalSample(i)
-            let (output, unet, sam) = try FLMMEvaluation.predict(model, s)
+            let output = try Autograd.noGrad { try model.step(s.input, layout: s.layout) }
             let r = val.records[i]
-            let (h, w) = (r.imageHeight, r.imageWidth)
-            let att = output.maskAttentions                       // [M, C, gh, gw]
-            let (ch, gh, gw) = (att.shape[1], att.shape[2], att.shape[3])
-            let map = (0..<(gh * gw)).map { p in
-                Float((0..<ch).reduce(0.0) { $0 + Double(att.data[$1 * gh * gw + p]) } / Double(ch))
-            }
-            let n = h * w
-            let gt = r.masks[0..<n].map { $0 }
-            let unetMask = unet.data[0..<n].map { UInt8($0) }
-            let samMask = sam.map { t in t.data[0..<n].map { UInt8($0) } }
-            func iou(_ p: [UInt8]) -> Float {
-                MaskOverlap(intersection: zip(p, gt).filter { $0 != 0 && $1 != 0 }.count,
-                            union: zip(p, gt).filter { $0 != 0 || $1 != 0 }.count).iou
-            }
-            out.append(QualitativePanel(phrase: r.phraseTexts[0], image: r.image, height: h, width: w, attention: map,
-                                        gridHeight: gh, gridWidth: gw, unetMask: unetMask, samMask: samMask, gtMask: gt,
-                                        iouUNet: iou(unetMask), iouSAM: samMask.map(iou)))
+            out.append(QualitativePanel.fromModelOutput(
+                phrase: r.phraseTexts[0], phraseIndex: 0, image: r.image, height: r.imageHeight, width: r.imageWidth,
+                maskAttentions: output.maskAttentions, unetLogits: output.predMasks, samLogits: output.refiner?.masks,
+                gtMask: Array(r.masks[0..<(r.imageHeight * r.imageWidth)])))
         }
         let qual = grid.options.outDir.appendingPathComponent("qualitative.nc")
         try QualitativeFile.write(qual, panels: out, attributes: ["title": .text("F-LMM default configuration, seed \(grid.options.seeds[0])"),
