@@ -23,7 +23,7 @@ deps:
 	@missing=""; \
 	[ -f /usr/include/netcdf.h ] || missing="$$missing libnetcdf-dev"; \
 	command -v ncdump >/dev/null || missing="$$missing netcdf-bin"; \
-	ls /usr/include/*/cblas.h /usr/include/cblas.h >/dev/null 2>&1 || missing="$$missing libopenblas-dev"; \
+	{ ls /usr/include/*/cblas.h || ls /usr/include/cblas.h; } >/dev/null 2>&1 || missing="$$missing libopenblas-dev"; \
 	command -v gnuplot >/dev/null || missing="$$missing gnuplot-nox"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
