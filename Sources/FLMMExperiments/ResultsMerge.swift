@@ -18,6 +18,7 @@ public enum ResultsMerge {
         guard let first = inputs.first else { throw ExperimentError("results merge: no input files") }
         let (h0, _) = try ResultsFile.read(first)
         var runs: [RunResult] = []
+        var wall = 0.0
         for url in inputs {
             let (h, r) = try ResultsFile.read(url)
             var problems: [String] = []
@@ -30,6 +31,7 @@ public enum ResultsMerge {
             guard problems.isEmpty else {
                 throw ResultsFileError(file: url.path, detail: "cannot merge with \(first.lastPathComponent): \(problems.joined(separator: "; "))")
             }
+            wall += h.provenance["wall_seconds"]?.double ?? 0
             for run in r where !runs.contains(where: { $0.config == run.config && $0.seed == run.seed }) { runs.append(run) }
         }
         let seeds = seeds ?? Array(Set(runs.map(\.seed))).sorted()
@@ -39,7 +41,6 @@ public enum ResultsMerge {
         guard missing.isEmpty else {
             throw ExperimentError("results merge: \(missing.count) unit(s) missing, e.g. \(missing[0]); run the remaining shards first")
         }
-        let wall = try inputs.reduce(0.0) { $0 + ((try ResultsFile.read($1).header.provenance["wall_seconds"]?.double) ?? 0) }
         var header = h0
         header.experiment = experiment.rawValue
         header.title = experiment.title

@@ -18,8 +18,7 @@ public enum Showcase {
             throw ExperimentError("showcase: \(grid.options.experiment.rawValue) has no default configuration")
         }
         let weights = grid.weightsURL(config: c, seed: 0)
-        let file = try SafeTensors.read(weights)
-        let stateDict = try Dictionary(uniqueKeysWithValues: file.entries.map { ($0.name, try file.tensor($0.name)) })
+        let stateDict = try SafeTensors.read(weights).floatTensors
         let model = try grid.makeModel(grid.configs[c], seed: grid.options.seeds[0])
         try model.loadTrained(stateDict: stateDict)
         model.eval()

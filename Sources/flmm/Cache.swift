@@ -1,6 +1,6 @@
 import ArgumentParser
-import Crypto
 import Formats
+import FLMMExperiments
 import Foundation
 import GroundingCache
 import NN
@@ -19,12 +19,6 @@ struct Cache: ParsableCommand {
         abstract: "Build and summarise GroundingCache files (frozen TinyVLM / SAM features of ShapesWorld).",
         subcommands: [Build.self, Inspect.self]
     )
-
-    /// SHA-256 of a file, hex.
-    static func sha256(_ url: URL) throws -> String {
-        let data = try Data(contentsOf: url)
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-    }
 
     static func fileSize(_ url: URL) throws -> Int {
         (try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? NSNumber)?.intValue ?? 0
@@ -84,7 +78,7 @@ struct Cache: ParsableCommand {
             let size = try Cache.fileSize(url)
             print("wrote \(count) \(split) samples to \(out) in \(String(format: "%.1f", elapsed)) s (\(String(format: "%.2f", Double(count) / elapsed)) samples/s)")
             print("bytes/sample \(count > 0 ? size / count : 0) (file \(size) bytes)")
-            print("sha256 \(try Cache.sha256(url))")
+            print("sha256 \(try FileDigest.sha256(url))")
         }
 
         /// The frozen models, their names and the checkpoints' digests.
@@ -101,7 +95,7 @@ struct Cache: ParsableCommand {
             let v = try TinyVLM.load(checkpoint: vlmURL.path)
             let sm = try Sam.loadTinySAM(checkpoint: samURL.path)
             return (v, sm, ("TinyVLM (\(vlmURL.lastPathComponent))", "TinySAM (\(samURL.lastPathComponent))"),
-                    ["vlm_checkpoint_sha256": try Cache.sha256(vlmURL), "sam_checkpoint_sha256": try Cache.sha256(samURL)])
+                    ["vlm_checkpoint_sha256": try FileDigest.sha256(vlmURL), "sam_checkpoint_sha256": try FileDigest.sha256(samURL)])
         }
 
         static func stateDict(_ url: URL) throws -> [String: Tensor] {

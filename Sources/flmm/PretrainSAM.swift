@@ -1,5 +1,5 @@
 import ArgumentParser
-import Crypto
+import FLMMExperiments
 import Foundation
 import SegmentAnything
 import ShapesWorld
@@ -53,7 +53,7 @@ struct PretrainSAM: ParsableCommand {
         let wall = Date().timeIntervalSince(start)
         try TinySAM.save(model, to: out)
         let bytes = try Data(contentsOf: URL(fileURLWithPath: out))
-        let digest = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        let digest = try FileDigest.sha256(URL(fileURLWithPath: out))
         print(String(format: "trained %d steps (%d scenes) in %.1f s, %.2f scenes/s, threads %d, final loss %.4f",
                      config.steps, config.steps * config.scenesPerStep, wall,
                      Double(config.steps * config.scenesPerStep) / wall, Parallel.threads, losses.last ?? .nan))

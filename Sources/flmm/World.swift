@@ -1,5 +1,6 @@
 import ArgumentParser
 import Crypto
+import FLMMExperiments
 import Foundation
 import ShapesWorld
 import Tensors
@@ -11,12 +12,6 @@ struct World: ParsableCommand {
         abstract: "ShapesWorld: pretrain and evaluate the frozen models (TinyVLM, TinySAM).",
         subcommands: [PretrainVLM.self, EvaluateVLM.self, PretrainSAM.self, EvaluateSAM.self, Evaluate.self]
     )
-
-    /// SHA-256 of a file, as `sha256sum` prints it.
-    static func sha256(of path: String) throws -> String {
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
-        return SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
-    }
 
     static func stderr(_ s: String) {
         FileHandle.standardError.write(Data((s + "\n").utf8))
@@ -82,7 +77,7 @@ struct World: ParsableCommand {
             try model.save(checkpoint: out)
             World.stderr(String(format: "pretrain-vlm: %.1f s, final loss %.4f", Date().timeIntervalSince(start),
                                 losses.last ?? .nan))
-            print("\(try World.sha256(of: out))  \(out)")
+            print("\(try FileDigest.sha256(URL(fileURLWithPath: out)))  \(out)")
         }
     }
 
