@@ -29,9 +29,9 @@ extension ExperimentOptions {
         let sam = try Sam.loadTinySAM(checkpoint: tinysam)
         let weights = Dictionary(uniqueKeysWithValues: sam.stateDict().filter { !$0.0.hasPrefix("image_encoder.") })
         let e = sam.config.promptEncoder
-        guard train.header.sam.embeddingDim == e.embedDim,
-              train.header.sam.embeddingHeight == e.imageEmbeddingSize.0, train.header.sam.embeddingWidth == e.imageEmbeddingSize.1 else {
-            throw ExperimentError("\(trainURL.path): SAM embeddings \(train.header.sam.embeddingDim)×\(train.header.sam.embeddingHeight)×\(train.header.sam.embeddingWidth) do not fit the TinySAM of \(tinysam) (\(e.embedDim)×\(e.imageEmbeddingSize.0)×\(e.imageEmbeddingSize.1))")
+        for (url, s) in [(trainURL, train.header.sam!), (valURL, val.header.sam!)]
+        where s.embeddingDim != e.embedDim || s.embeddingHeight != e.imageEmbeddingSize.0 || s.embeddingWidth != e.imageEmbeddingSize.1 {
+            throw ExperimentError("\(url.path): SAM embeddings \(s.embeddingDim)×\(s.embeddingHeight)×\(s.embeddingWidth) do not fit the TinySAM of \(tinysam) (\(e.embedDim)×\(e.imageEmbeddingSize.0)×\(e.imageEmbeddingSize.1))")
         }
         return GridInputs(train: train, val: val, samConfig: sam.config, samWeights: weights,
                           samDigest: try FileDigest.sha256(samURL))

@@ -20,6 +20,11 @@ public final class GroundingDataset {
     /// Reads every record of the cache at `url`, or its first `limit`.
     public init(url: URL, limit: Int? = nil) throws {
         let reader = try GroundingCacheReader(url: url)
+        guard reader.header.sam != nil else {
+            throw GroundingCacheError(file: url.path, variable: "sam_embedding", kind: .badAttribute(
+                expected: "SAM image embeddings, which F-LMM's refiner needs (add them with `flmm cache add-sam-embeddings`)",
+                found: "none"))
+        }
         let n = min(limit ?? reader.count, reader.count)
         self.url = url
         header = reader.header

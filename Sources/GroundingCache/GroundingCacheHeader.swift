@@ -142,7 +142,9 @@ public struct GroundingCacheHeader: Sendable, Equatable {
     public var layout: AttentionLayoutSpec
     /// L, NH, d of the LMM.
     public var layers: Int, heads: Int, hiddenSize: Int
-    public var sam: SamSummary
+    /// The frozen SAM image encoder of `sam_embedding`; nil when the cache has no SAM embeddings
+    /// yet (an exporter run without SAM; `flmm cache add-sam-embeddings` adds them).
+    public var sam: SamSummary?
     public var attentionForm: AttentionForm
     /// Encodings of `attention_rows` / `attention_mean` / `attention_max`, `hidden_states` and
     /// `sam_embedding`.
@@ -156,7 +158,7 @@ public struct GroundingCacheHeader: Sendable, Equatable {
     public var provenance: [String: String]
 
     public init(schemaVersion: Int = GroundingCache.schemaVersion, sourceModel: String, layout: AttentionLayoutSpec,
-                layers: Int, heads: Int, hiddenSize: Int, sam: SamSummary, attentionForm: AttentionForm,
+                layers: Int, heads: Int, hiddenSize: Int, sam: SamSummary?, attentionForm: AttentionForm,
                 attentionEncoding: HalfEncoding = .float16, hiddenEncoding: HalfEncoding = .bfloat16,
                 samEncoding: HalfEncoding = .bfloat16, split: String, provenance: [String: String] = [:]) {
         self.schemaVersion = schemaVersion

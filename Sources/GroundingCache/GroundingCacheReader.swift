@@ -132,18 +132,25 @@ public final class GroundingCacheReader {
         default:
             throw fail("attention_layout", .badAttribute(expected: "one of deepseek_vl, llava, hpt, llava_next, mgm", found: kind))
         }
+        // SAM embeddings are optional (an exporter run without SAM): all of sam_* or none.
+        let sam: SamSummary?
+        if attrs["sam_model"] == nil && !f.hasVariable("sam_embedding") {
+            sam = nil
+        } else {
+            sam = SamSummary(model: try text("sam_model"), embeddingDim: try int("sam_embedding_dim"),
+                             embeddingHeight: try int("sam_embedding_height"), embeddingWidth: try int("sam_embedding_width"),
+                             imgSize: try int("sam_img_size"))
+        }
         var provenance: [String: String] = [:]
         for (k, a) in attrs where k.hasPrefix("provenance_") { provenance[String(k.dropFirst("provenance_".count))] = a.text ?? "\(a)" }
         let h = GroundingCacheHeader(
             schemaVersion: version, sourceModel: try text("source_model"), layout: layout,
             layers: try int("num_layers"), heads: try int("num_heads"), hiddenSize: try int("hidden_size"),
-            sam: SamSummary(model: try text("sam_model"), embeddingDim: try int("sam_embedding_dim"),
-                            embeddingHeight: try int("sam_embedding_height"), embeddingWidth: try int("sam_embedding_width"),
-                            imgSize: try int("sam_img_size")),
+            sam: sam,
             attentionForm: try oneOf("attention_form", AttentionForm.self),
             attentionEncoding: try oneOf("attention_encoding", HalfEncoding.self),
             hiddenEncoding: try oneOf("hidden_encoding", HalfEncoding.self),
-            samEncoding: try oneOf("sam_encoding", HalfEncoding.self),
+            samEncoding: sam == nil ? .bfloat16 : try oneOf("sam_encoding", HalfEncoding.self),
             split: try text("split"), provenance: provenance)
         let k = try int("num_image_tokens")
         guard k == h.imageTokenCount else {
@@ -265,10 +272,12 @@ public final class GroundingCacheReader {
             var hidden = [Float](repeating: 0, count: hc.count)
             let he = h.hiddenEncoding
             for li in 0..<l { for t in 0..<rr { for j in 0..<d { hidden[(li * rr + t) * d + j] = he.decode(hc[(t * l + li) * d + j]) } } }
-            let s = h.sam
-            let sc = try file.read("sam_embedding", as: UInt16.self, start: [i, 0, 0, 0],
-                                   count: [1, s.embeddingDim, s.embeddingHeight, s.embeddingWidth])
-            let se = h.samEncoding
+            var samEmbedding: Tensor?
+            if let s = h.sam {
+                let sc = try file.read("sam_embedding", as: UInt16.self, start: [i, 0, 0, 0],
+                                       count: [1, s.embeddingDim, s.embeddingHeight, s.embeddingWidth])
+                samEmbedding = Tensor(shape: [s.embeddingDim, s.embeddingHeight, s.embeddingWidth], data: sc.map(h.samEncoding.decode))
+            }
             let (bh, ah, bw, aw) = (v("padding_before_height"), v("padding_after_height"), v("padding_before_width"), v("padding_after_width"))
             let (rh, rw, ph, pw) = (v("resized_height"), v("resized_width"), v("padded_height"), v("padded_width"))
             guard bh >= 0, ah >= 0, bw >= 0, aw >= 0, bh + rh + ah == ph, bw + rw + aw == pw else {
@@ -286,7 +295,7 @@ public final class GroundingCacheReader {
                 padding: padding, masks: masks, phraseKinds: kinds, phraseTexts: texts, tokenIDs: tokenIDs, maskIDs: maskIDs,
                 rowPositions: rowPositions, rowMaskIDs: rowMaskIDs, attention: att,
                 hiddenStates: Tensor(shape: [l, rr, d], data: hidden),
-                samEmbedding: Tensor(shape: [s.embeddingDim, s.embeddingHeight, s.embeddingWidth], data: sc.map(se.decode)),
+                samEmbedding: samEmbedding,
                 fineGrid: fineGrid(i))
         } catch let e as NetCDFError {
             throw GroundingCacheError(file: path, e)

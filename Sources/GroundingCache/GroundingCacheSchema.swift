@@ -17,8 +17,9 @@ enum CacheSchema {
 
     /// Fixed dimension lengths for a header.
     static func fixedDimensions(_ h: GroundingCacheHeader) -> [(String, Int)] {
-        [(rgb, 3), (layer, h.layers), (head, h.heads), (imageToken, h.imageTokenCount), (hidden, h.hiddenSize),
-         (samChannel, h.sam.embeddingDim), (samY, h.sam.embeddingHeight), (samX, h.sam.embeddingWidth)]
+        var d = [(rgb, 3), (layer, h.layers), (head, h.heads), (imageToken, h.imageTokenCount), (hidden, h.hiddenSize)]
+        if let s = h.sam { d += [(samChannel, s.embeddingDim), (samY, s.embeddingHeight), (samX, s.embeddingWidth)] }
+        return d
     }
 
     struct Variable {
@@ -136,11 +137,13 @@ enum CacheSchema {
                                        ("encoding", .text(h.hiddenEncoding.rawValue)),
                                        ("comment", .text(encodingComment(h.hiddenEncoding)))],
                           chunks: [rows(per: h.layers * h.hiddenSize), h.layers, h.hiddenSize], encoding: h.hiddenEncoding))
-        v.append(Variable(name: "sam_embedding", type: .ushort, dimensions: [sample, samChannel, samY, samX],
-                          attributes: [("long_name", "frozen SAM image encoder output (image_embeddings) of the sample's image"),
-                                       ("encoding", .text(h.samEncoding.rawValue)),
-                                       ("comment", .text(encodingComment(h.samEncoding)))],
-                          chunks: [1, h.sam.embeddingDim, h.sam.embeddingHeight, h.sam.embeddingWidth], encoding: h.samEncoding))
+        if let s = h.sam {
+            v.append(Variable(name: "sam_embedding", type: .ushort, dimensions: [sample, samChannel, samY, samX],
+                              attributes: [("long_name", "frozen SAM image encoder output (image_embeddings) of the sample's image"),
+                                           ("encoding", .text(h.samEncoding.rawValue)),
+                                           ("comment", .text(encodingComment(h.samEncoding)))],
+                              chunks: [1, s.embeddingDim, s.embeddingHeight, s.embeddingWidth], encoding: h.samEncoding))
+        }
         return v
     }
 
@@ -172,15 +175,19 @@ enum CacheSchema {
             ("attention_maps_per_layer", .int(h.layout.layout().maps.count)),
             ("num_layers", .int(h.layers)), ("num_heads", .int(h.heads)), ("hidden_size", .int(h.hiddenSize)),
             ("num_image_tokens", .int(h.imageTokenCount)),
-            ("sam_model", .text(h.sam.model)), ("sam_embedding_dim", .int(h.sam.embeddingDim)),
-            ("sam_embedding_height", .int(h.sam.embeddingHeight)), ("sam_embedding_width", .int(h.sam.embeddingWidth)),
-            ("sam_img_size", .int(h.sam.imgSize)),
+        ]
+        if let s = h.sam {
+            a += [("sam_model", .text(s.model)), ("sam_embedding_dim", .int(s.embeddingDim)),
+                  ("sam_embedding_height", .int(s.embeddingHeight)), ("sam_embedding_width", .int(s.embeddingWidth)),
+                  ("sam_img_size", .int(s.imgSize))]
+        }
+        a += [
             ("attention_form", .text(h.attentionForm.rawValue)),
             ("attention_encoding", .text(h.attentionEncoding.rawValue)),
             ("hidden_encoding", .text(h.hiddenEncoding.rawValue)),
-            ("sam_encoding", .text(h.samEncoding.rawValue)),
-            ("split", .text(h.split)),
         ]
+        if h.sam != nil { a.append(("sam_encoding", .text(h.samEncoding.rawValue))) }
+        a.append(("split", .text(h.split)))
         for k in h.provenance.keys.sorted() { a.append(("provenance_\(k)", .text(h.provenance[k]!))) }
         return a
     }

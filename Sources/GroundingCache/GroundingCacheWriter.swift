@@ -119,8 +119,12 @@ public final class GroundingCacheWriter {
         }
         try expect(r.hiddenStates.shape == [h.layers, rr, h.hiddenSize], "hidden_states",
                    "[\(h.layers), \(rr), \(h.hiddenSize)]", "\(r.hiddenStates.shape)")
-        try expect(r.samEmbedding.shape == [h.sam.embeddingDim, h.sam.embeddingHeight, h.sam.embeddingWidth], "sam_embedding",
-                   "[\(h.sam.embeddingDim), \(h.sam.embeddingHeight), \(h.sam.embeddingWidth)]", "\(r.samEmbedding.shape)")
+        if let sam = h.sam {
+            let shape = [sam.embeddingDim, sam.embeddingHeight, sam.embeddingWidth]
+            try expect(r.samEmbedding?.shape == shape, "sam_embedding", "\(shape)", r.samEmbedding.map { "\($0.shape)" } ?? "none")
+        } else {
+            try expect(r.samEmbedding == nil, "sam_embedding", "none (the header has no SAM)", "\(r.samEmbedding!.shape)")
+        }
     }
 
     /// 16-bit codes, failing on a value the encoding cannot hold.
@@ -173,7 +177,7 @@ public final class GroundingCacheWriter {
         let hc = try encode(r.hiddenStates.data, h.hiddenEncoding, "hidden_states", sample: s)
         var hidden = [UInt16](repeating: 0, count: hc.count)
         for li in 0..<l { for t in 0..<rr { for j in 0..<d { hidden[(t * l + li) * d + j] = hc[(li * rr + t) * d + j] } } }
-        let samCodes = try encode(r.samEmbedding.data, h.samEncoding, "sam_embedding", sample: s)
+        let samCodes = try r.samEmbedding.map { try encode($0.data, h.samEncoding, "sam_embedding", sample: s) }
         do {
             let p = r.padding
             var ints: [String: Int] = [
@@ -206,9 +210,10 @@ public final class GroundingCacheWriter {
                 try f.write(name, codes, start: [start, 0, 0, 0], count: [n, l, nh, kk])
             }
             try f.write("hidden_states", hidden, start: [nRow, 0, 0], count: [rr, l, d])
-            let sam = h.sam
-            try f.write("sam_embedding", samCodes, start: [i, 0, 0, 0],
-                        count: [1, sam.embeddingDim, sam.embeddingHeight, sam.embeddingWidth])
+            if let sam = h.sam, let samCodes {
+                try f.write("sam_embedding", samCodes, start: [i, 0, 0, 0],
+                            count: [1, sam.embeddingDim, sam.embeddingHeight, sam.embeddingWidth])
+            }
         } catch let e as NetCDFError {
             throw GroundingCacheError(file: url.path, e)
         }

@@ -60,15 +60,15 @@ public struct GroundingRecord {
     public var attention: CachedAttention
     /// [L, R, D]: the phrase tokens' hidden states of every layer (HF's hidden_states[1:]).
     public var hiddenStates: Tensor
-    /// [C, e_h, e_w]: the frozen SAM image embedding.
-    public var samEmbedding: Tensor
+    /// [C, e_h, e_w]: the frozen SAM image embedding (nil in a cache without SAM embeddings).
+    public var samEmbedding: Tensor?
     /// LLaVA-NeXT: this sample's fine grid (nil for layouts with a fixed geometry).
     public var fineGrid: GridSize?
 
     public init(split: String, sampleIndex: Int, imageHeight: Int, imageWidth: Int, image: [UInt8], padding: PaddingMeta,
                 masks: [UInt8], phraseKinds: [PhraseKind], phraseTexts: [String], tokenIDs: [Int32], maskIDs: [Int32],
                 rowPositions: [Int32], rowMaskIDs: [Int32], attention: CachedAttention, hiddenStates: Tensor,
-                samEmbedding: Tensor, fineGrid: GridSize? = nil) {
+                samEmbedding: Tensor?, fineGrid: GridSize? = nil) {
         self.split = split
         self.sampleIndex = sampleIndex
         self.imageHeight = imageHeight
@@ -120,6 +120,9 @@ public struct GroundingRecord {
     /// LMM's resized image (h_r, w_r) (F-LMM's dataset transform, `F.interpolate` 'nearest'),
     /// the original size and the padding meta's unpadding rule.
     public func flmmSample() -> FLMMSample {
+        guard let samEmbedding else {
+            preconditionFailure("GroundingRecord.flmmSample: sample \(sampleIndex) has no SAM embedding (check header.sam first)")
+        }
         let gt = Autograd.noGrad {
             interpolate(maskTensor().unsqueeze(0), size: (padding.imageHeight, padding.imageWidth), mode: .nearest)
         }

@@ -69,7 +69,12 @@ public struct GroundingCacheBuilder {
     }
 
     /// The frozen SAM image embedding [C, e, e] of an image.
-    public func samEmbedding(_ image: RGBImage) -> Tensor {
+    public func samEmbedding(_ image: RGBImage) -> Tensor { GroundingCacheBuilder.samEmbedding(image, sam: sam) }
+
+    /// `sam.image_encoder(sam.preprocess(x))` of an image [H, W, 3] resized so that its longest side
+    /// is `img_size` (bilinear, align_corners=False), as [C, e_h, e_w].
+    public static func samEmbedding(_ image: RGBImage, sam: Sam) -> Tensor {
+        precondition(sam.imageEncoder != nil, "GroundingCacheBuilder.samEmbedding: SAM needs its image encoder")
         let encoder = sam.imageEncoder!
         let y = Autograd.noGrad { encoder(sam.preprocess(TinySAM.encoderInput(image, imgSize: sam.imgSize))) }
         return Tensor(shape: Array(y.shape.dropFirst()), data: y.data)
@@ -143,5 +148,38 @@ public struct GroundingCacheBuilder {
             progress?(i + 1, count)
         }
         try w.finish()
+    }
+}
+
+extension GroundingCacheBuilder {
+    /// Copies the cache at `input` to `output` (atomically; they may be the same file) with every
+    /// sample's SAM image embedding computed by `sam` (`samEmbedding(_:sam:)`) and the header's
+    /// `sam` set to `summary`. Embeddings already there are replaced. Returns the sample count.
+    /// `progress(done, total)` after each sample.
+    public static func addSamEmbeddings(input: URL, output: URL, sam: Sam, samName: String, encoding: HalfEncoding,
+                                        provenance: [String: String] = [:],
+                                        progress: (Int, Int) -> Void = { _, _ in }) throws -> Int {
+        let reader = try GroundingCacheReader(url: input)
+        let c = sam.config
+        var header = reader.header
+        header.sam = SamSummary(model: samName, embeddingDim: c.promptEncoder.embedDim,
+                                embeddingHeight: c.promptEncoder.imageEmbeddingSize.0,
+                                embeddingWidth: c.promptEncoder.imageEmbeddingSize.1, imgSize: c.imageEncoder.imgSize)
+        header.samEncoding = encoding
+        header.provenance.merge(provenance) { $1 }
+        let writer = try GroundingCacheWriter(url: output, header: header)
+        do {
+            for i in 0..<reader.count {
+                var r = try reader.record(i)
+                r.samEmbedding = samEmbedding(RGBImage(height: r.imageHeight, width: r.imageWidth, pixels: r.image), sam: sam)
+                try writer.append(r)
+                progress(i + 1, reader.count)
+            }
+            try writer.finish()
+        } catch {
+            writer.discard()
+            throw error
+        }
+        return reader.count
     }
 }

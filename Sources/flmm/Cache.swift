@@ -17,7 +17,7 @@ struct Cache: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cache",
         abstract: "Build and summarise GroundingCache files (frozen TinyVLM / SAM features of ShapesWorld).",
-        subcommands: [Build.self, Inspect.self]
+        subcommands: [Build.self, Inspect.self, AddSamEmbeddings.self]
     )
 
     static func fileSize(_ url: URL) throws -> Int {
@@ -122,9 +122,13 @@ struct Cache: ParsableCommand {
             print("source model      \(h.sourceModel)")
             print("attention layout  \(h.layout.kind): \(h.layout.layout().name), image token id \(h.layout.imageTokenID), K = \(h.imageTokenCount)")
             print("LMM               \(h.layers) layers × \(h.heads) heads, hidden \(h.hiddenSize)")
-            print("SAM               \(h.sam.model): embedding \(h.sam.embeddingDim)×\(h.sam.embeddingHeight)×\(h.sam.embeddingWidth), img_size \(h.sam.imgSize)")
+            if let s = h.sam {
+                print("SAM               \(s.model): embedding \(s.embeddingDim)×\(s.embeddingHeight)×\(s.embeddingWidth), img_size \(s.imgSize)")
+            } else {
+                print("SAM               none (add the embeddings with `flmm cache add-sam-embeddings`)")
+            }
             print("attention form    \(h.attentionForm.rawValue)")
-            print("encodings         attention \(h.attentionEncoding.rawValue), hidden \(h.hiddenEncoding.rawValue), sam \(h.samEncoding.rawValue)")
+            print("encodings         attention \(h.attentionEncoding.rawValue), hidden \(h.hiddenEncoding.rawValue)\(h.sam == nil ? "" : ", sam " + h.samEncoding.rawValue)")
             for k in h.provenance.keys.sorted() { print("provenance        \(k) = \(h.provenance[k]!)") }
             let vars = try r.variables()
             var counts: [String: Int] = [:]

@@ -1,5 +1,6 @@
 import Crypto
 import FLMM
+import FLMMExperiments
 import Formats
 import Foundation
 import GroundingCache
@@ -69,7 +70,10 @@ final class GroundingCacheTests: XCTestCase {
             let merged = try! AttentionMaps.mergedRows(rows, rowMaskIDs: rowMaskIDs.map(Int.init), numMasks: m)
             attention = .merged(mean: merged.mean, max: merged.max)
         }
-        let s = h.sam
+        let samEmbedding = h.sam.map { s in
+            Tensor(shape: [s.embeddingDim, s.embeddingHeight, s.embeddingWidth],
+                   data: values(s.embeddingDim * s.embeddingHeight * s.embeddingWidth, seed: 9 + UInt64(index), scale: 2))
+        }
         return GroundingRecord(
             split: h.split, sampleIndex: 40 + index, imageHeight: hh, imageWidth: ww, image: image,
             padding: PaddingMeta(beforeHeight: 1, afterHeight: 2, beforeWidth: 0, afterWidth: 0, imageHeight: 9, imageWidth: 12,
@@ -78,9 +82,7 @@ final class GroundingCacheTests: XCTestCase {
             phraseTexts: (0..<m).map { "the phrase \($0)" }, tokenIDs: (0..<12).map { Int32($0 * 3 + index) }, maskIDs: maskIDs,
             rowPositions: rowPositions, rowMaskIDs: rowMaskIDs, attention: attention,
             hiddenStates: Tensor(shape: [l, r, h.hiddenSize], data: values(l * r * h.hiddenSize, seed: 7 + UInt64(index), scale: 300)),
-            samEmbedding: Tensor(shape: [s.embeddingDim, s.embeddingHeight, s.embeddingWidth],
-                                 data: values(s.embeddingDim * s.embeddingHeight * s.embeddingWidth, seed: 9 + UInt64(index), scale: 2)),
-            fineGrid: fineGrid)
+            samEmbedding: samEmbedding, fineGrid: fineGrid)
     }
 
     func write(_ h: GroundingCacheHeader, _ records: [GroundingRecord], name: String = "c.nc",
@@ -121,7 +123,8 @@ final class GroundingCacheTests: XCTestCase {
         default: XCTFail("attention form changed", file: file, line: line)
         }
         same(a.hiddenStates, b.hiddenStates, h.hiddenEncoding, "hidden states")
-        same(a.samEmbedding, b.samEmbedding, h.samEncoding, "SAM embedding")
+        XCTAssertEqual(a.samEmbedding == nil, b.samEmbedding == nil, "SAM embedding present", file: file, line: line)
+        if let x = a.samEmbedding, let y = b.samEmbedding { same(x, y, h.samEncoding, "SAM embedding") }
     }
 
     // MARK: round trips
@@ -246,7 +249,7 @@ final class GroundingCacheTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("[2, \(r.numRows), 6]"), "\(e)")
         }
         var big = Self.record(h, index: 0, m: 2)
-        big.samEmbedding = Tensor(shape: big.samEmbedding.shape, data: big.samEmbedding.data.map { $0 + 1e5 })
+        big.samEmbedding = Tensor(shape: big.samEmbedding!.shape, data: big.samEmbedding!.data.map { $0 + 1e5 })
         XCTAssertThrowsError(try w.append(big)) { e in
             guard case .notRepresentable(_, "float16", _)? = (e as? GroundingCacheError)?.kind else { return XCTFail("\(e)") }
         }
@@ -380,6 +383,55 @@ final class GroundingCacheTests: XCTestCase {
         return (vlm, sam)
     }
 
+    /// A cache without SAM embeddings (what the Python exporter writes without --sam-checkpoint):
+    /// no sam_* attributes or dims, no `sam_embedding`; the experiments refuse it by name; adding
+    /// the embeddings in place gives the builder's own embeddings bitwise.
+    func testCacheWithoutSamThenAddSamEmbeddings() throws {
+        let (vlm, sam) = Self.tinyModels()
+        let builder = GroundingCacheBuilder(world: ShapesWorld(seed: 5), vlm: vlm, sam: sam, vlmName: "tiny", samName: "tiny")
+        let full = dir.appendingPathComponent("full.nc")
+        try builder.build(split: .val, count: 2, to: full)
+        let a = try GroundingCacheReader(url: full)
+        var header = a.header
+        header.sam = nil
+        let bare = try write(header, try (0..<2).map { i in
+            var r = try a.record(i)
+            r.samEmbedding = nil
+            return r
+        }, name: "bare.nc")
+        let b = try GroundingCacheReader(url: bare)
+        XCTAssertNil(b.header.sam)
+        XCTAssertNil(try b.record(1).samEmbedding)
+        let names = try b.variables().map(\.variable.name)
+        XCTAssertFalse(names.contains("sam_embedding"))
+        XCTAssertThrowsError(try GroundingDataset(url: bare)) { e in
+            XCTAssertEqual((e as? GroundingCacheError)?.variable, "sam_embedding")
+            XCTAssertTrue("\(e)".contains("flmm cache add-sam-embeddings"), "\(e)")
+        }
+        // A record with an embedding does not fit a header without SAM.
+        let w = try GroundingCacheWriter(url: dir.appendingPathComponent("x.nc"), header: header)
+        XCTAssertThrowsError(try w.append(try a.record(0))) { e in
+            XCTAssertEqual((e as? GroundingCacheError)?.variable, "sam_embedding")
+        }
+        w.discard()
+        // In place: the same file gains the embeddings.
+        var seen: [Int] = []
+        let n = try GroundingCacheBuilder.addSamEmbeddings(input: bare, output: bare, sam: sam, samName: "tiny", encoding: .float16,
+                                                           provenance: ["sam_checkpoint_sha256": "none"]) { d, _ in seen.append(d) }
+        XCTAssertEqual(n, 2)
+        XCTAssertEqual(seen, [1, 2])
+        let c = try GroundingCacheReader(url: bare)
+        XCTAssertEqual(c.header.sam, a.header.sam)
+        XCTAssertEqual(c.header.provenance["sam_checkpoint_sha256"], "none")
+        for i in 0..<2 {
+            let (x, y) = (try a.record(i), try c.record(i))
+            XCTAssertEqual(y.samEmbedding?.data.map(\.bitPattern), x.samEmbedding?.data.map(\.bitPattern))
+            XCTAssertEqual(y.hiddenStates.data.map(\.bitPattern), x.hiddenStates.data.map(\.bitPattern))
+            XCTAssertEqual(y.masks, x.masks)
+        }
+        XCTAssertEqual(try GroundingDataset(url: bare).count, 2)
+    }
+
     func testBuilderMatchesInProcessModels() throws {
         let (vlm, sam) = Self.tinyModels()
         let world = ShapesWorld(seed: 5)
@@ -430,13 +482,13 @@ final class GroundingCacheTests: XCTestCase {
                 let fromCache = try AttentionMaps.extract(phraseRows: cr, rowMaskIDs: ids, numMasks: rec.numMasks, layout: layout, merge: merge)
                 XCTAssertEqual(fromCache.data.map(\.bitPattern), fromFull.data.map(\.bitPattern), "\(merge)")
             }
-            XCTAssertEqual(rec.samEmbedding.shape, [8, 4, 4])
-            XCTAssertEqual(rec.samEmbedding.data.map(\.bitPattern), builder.samEmbedding(sample.scene.image).data.map { f16.round($0).bitPattern })
+            XCTAssertEqual(rec.samEmbedding?.shape, [8, 4, 4])
+            XCTAssertEqual(rec.samEmbedding?.data.map(\.bitPattern), builder.samEmbedding(sample.scene.image).data.map { f16.round($0).bitPattern })
             // The digest of the decoded arrays (format stability).
             digest.update(data: Data(rec.image))
             digest.update(data: Data(rec.masks))
             for a in [rec.tokenIDs, rec.maskIDs, rec.rowPositions, rec.rowMaskIDs] { a.withUnsafeBytes { digest.update(bufferPointer: $0) } }
-            for x in [rows, rec.hiddenStates, rec.samEmbedding] { x.data.withUnsafeBytes { digest.update(bufferPointer: $0) } }
+            for x in [rows, rec.hiddenStates, rec.samEmbedding!] { x.data.withUnsafeBytes { digest.update(bufferPointer: $0) } }
         }
         let hex = digest.finalize().map { String(format: "%02x", $0) }.joined()
         XCTAssertEqual(hex, "676c3646376cea45ed2ec8ef20fdc43e633cfc86e153bdda9a0a8a16a39c0264", "digest of the decoded arrays of the tiny built cache")
