@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test verify-threads smoke bench figures ablations ablations-full clean pretrain pretrain-sam pretrain-vlm
+.PHONY: all deps build test verify-threads smoke bench figures figures-from ablations ablations-full clean pretrain pretrain-sam pretrain-vlm
 
 all: build
 
@@ -89,34 +89,39 @@ ablations: build
 	$(MAKE) --no-print-directory figures
 	$(BIN)/flmm results table Results/ablate-*.nc
 
-# The paper-style grid (3 seeds, trained to convergence); shard it with
-# `$(BIN)/ablate-all --profile full --shard i/n` on n machines, then rerun it once to assemble.
+# The paper-style grid (3 seeds, trained to convergence) into Results/full and Figures/full; shard it with
+# `$(BIN)/ablate-all --profile full --out Results/full --shard i/n` on n machines, then rerun it once to assemble.
 ablations-full: build
-	$(BIN)/ablate-all --profile full --out Results
+	$(BIN)/ablate-all --profile full --out Results/full
 	$(MAKE) --no-print-directory figures
-	$(BIN)/flmm results table Results/ablate-*.nc
+	$(BIN)/flmm results table Results/full/ablate-*.nc
 
 
 bench: build
 	$(BIN)/flmm-bench --out Results/bench.nc
 
-# Figures/*.png and *.svg from Results/ alone: `flmm results export` writes the gnuplot data
-# (Figures/data, remade from scratch), then every script runs (Figures/*.gp). The same Results
-# give byte-identical PNG and SVG files.
-FIGURE_RESULTS = $(filter-out Results/bench.nc Results/qualitative.nc,$(wildcard Results/*.nc))
-
+# Figures/*.png and *.svg from Results/ alone, and Figures/full/ from Results/full/ (the committed
+# full-profile run) when it exists: `flmm results export` writes the gnuplot data (FIGURES_DIR/data,
+# remade from scratch), then every script runs (Figures/*.gp). The same Results give byte-identical
+# PNG and SVG files.
 figures: build
-	@test -n "$(FIGURE_RESULTS)" || { echo "make figures: no Results/*.nc (run the experiments first)"; exit 1; }
-	@rm -rf Figures/data
-	$(BIN)/flmm results export $(FIGURE_RESULTS) $(wildcard Results/qualitative.nc) --out Figures/data
-	@set -e; for f in Figures/data/*_bars.dat; do \
+	@$(MAKE) --no-print-directory figures-from RESULTS_DIR=Results FIGURES_DIR=Figures
+	@if ls Results/full/ablate-*.nc >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory figures-from RESULTS_DIR=Results/full FIGURES_DIR=Figures/full; fi
+
+FIGURE_RESULTS = $(wildcard $(RESULTS_DIR)/ablate-*.nc)
+figures-from:
+	@test -n "$(FIGURE_RESULTS)" || { echo "make figures: no $(RESULTS_DIR)/ablate-*.nc (run the experiments first)"; exit 1; }
+	@rm -rf $(FIGURES_DIR)/data && mkdir -p $(FIGURES_DIR)
+	$(BIN)/flmm results export $(FIGURE_RESULTS) $(wildcard $(RESULTS_DIR)/qualitative.nc) --out $(FIGURES_DIR)/data
+	@set -e; for f in $(FIGURES_DIR)/data/*_bars.dat; do \
 	  e=$$(basename $$f _bars.dat); \
-	  gnuplot -c Figures/bars.gp Figures/data $$e Figures; \
-	  gnuplot -c Figures/curves.gp Figures/data $$e Figures; \
-	  echo "Figures/$${e}_bars.{png,svg} Figures/$${e}_curves.{png,svg}"; \
+	  gnuplot -c Figures/bars.gp $(FIGURES_DIR)/data $$e $(FIGURES_DIR); \
+	  gnuplot -c Figures/curves.gp $(FIGURES_DIR)/data $$e $(FIGURES_DIR); \
+	  echo "$(FIGURES_DIR)/$${e}_bars.{png,svg} $(FIGURES_DIR)/$${e}_curves.{png,svg}"; \
 	done
-	@if [ -f Figures/data/qualitative_panels.gp ]; then \
-	  gnuplot -c Figures/qualitative.gp Figures/data Figures && echo "Figures/qualitative.{png,svg}"; \
+	@if [ -f $(FIGURES_DIR)/data/qualitative_panels.gp ]; then \
+	  gnuplot -c Figures/qualitative.gp $(FIGURES_DIR)/data $(FIGURES_DIR) && echo "$(FIGURES_DIR)/qualitative.{png,svg}"; \
 	fi
 
 clean:
