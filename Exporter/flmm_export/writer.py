@@ -69,7 +69,8 @@ def encode16(x, encoding: str, *, file: str, variable: str, sample: int) -> np.n
         raise CacheWriteError(f"{file}: variable '{variable}', sample {sample}: NaN or infinite value "
                               f"cannot be stored as {encoding}")
     if encoding == "float16":
-        h = t.float().numpy().astype(np.float16)
+        with np.errstate(over="ignore"):
+            h = t.float().numpy().astype(np.float16)
         if not np.isfinite(h).all():
             big = float(t.float().abs().max())
             raise CacheWriteError(f"{file}: variable '{variable}', sample {sample}: |x| = {big:g} overflows "
