@@ -39,6 +39,17 @@ if [ -x "$BIN" ]; then
         n=$((n + 1))
     done
     echo "swift: flmm cache inspect --check read $n exported caches"
+    ablate="$(dirname "$BIN")/ablate-merge"
+    if [ -x "$ablate" ] && [ -f "$root/Checkpoints/tinysam.safetensors" ] && ls "$work"/tinysam-*-train.nc >/dev/null 2>&1; then
+        for f in deepseek_vl llava llava_next; do
+            (cd "$root" && "$ablate" --profile smoke --seeds 0 --steps 2 --cache "$work/tinysam-$f-train.nc" \
+                --val-cache "$work/tinysam-$f-val.nc" --out "$work/train-$f" 2>&1 | tail -1 | sed "s|^|swift train $f: |") \
+                || { echo "swift training on the $f cache FAILED"; exit 1; }
+            [ -f "$work/train-$f/ablate-merge.nc" ] || { echo "swift training on the $f cache wrote no results"; exit 1; }
+        done
+    else
+        echo "swift training check skipped (needs $ablate, Checkpoints/tinysam.safetensors and segment_anything)"
+    fi
 else
     echo "swift check skipped: no flmm binary at $BIN (set FLMM_BIN)"
 fi

@@ -37,6 +37,9 @@ def parse(argv=None):
                    help="prompt template (default: deepseek for deepseek_vl; mistral for llava_next models whose "
                         "id contains 'mistral'; else vicuna)")
     p.add_argument("--prompt", help="user prompt (default F-LMM's '<image>\\nPlease give me a description of the image.')")
+    p.add_argument("--fine-grid", default="largest", choices=["largest", "max"],
+                   help="llava_next: size image_token for the largest sample (default) or for the largest "
+                        "possible fine grid (same layout attributes for every cache of the model, e.g. train and val)")
     p.add_argument("--deflate", type=int, default=1, help="deflate level 0-9 (0: none); shuffle is on")
     return p.parse_args(argv)
 
@@ -76,11 +79,13 @@ def main(argv=None):
         model, tok = load_model(a.model, a.family, getattr(torch, a.dtype), a.device)
         prov = {"data_source": a.data, "split": a.split, "protocol": a.protocol if a.data.startswith("refcoco:") else "-",
                 "per_phrase": str(a.per_phrase), "limit": str(a.limit), "device": a.device,
+                "fine_grid": a.fine_grid,
                 "command": " ".join(sys.argv)}
         if a.sam_checkpoint:
             prov["sam_checkpoint"] = os.path.basename(a.sam_checkpoint)
         st = export(model, tok, a.family, a.model, samples, a.out, store=a.store, sam=sam, split=a.split,
-                    provenance=prov, template=template, prompt=a.prompt, deflate=a.deflate or None)
+                    provenance=prov, template=template, prompt=a.prompt, deflate=a.deflate or None,
+                    fine_grid=a.fine_grid)
     except (DataError, FamilyError, CacheWriteError) as e:
         raise SystemExit(f"error: {e}")
     print(f"wrote {st['path']}: {st['samples']} samples in {st['seconds']:.2f} s "

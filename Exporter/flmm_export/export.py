@@ -67,8 +67,13 @@ def run_sample(model, fam, sample, device):
 
 
 def export(model, tokenizer, family: str, model_id: str, samples, out: str, *, store="rows", sam=None,
-           split="val", provenance=None, template=None, prompt=None, deflate=1, log=print):
-    """Write the cache for ``samples``; returns stats (samples, seconds, bytes)."""
+           split="val", provenance=None, template=None, prompt=None, deflate=1, fine_grid="largest", log=print):
+    """Write the cache for ``samples``; returns stats (samples, seconds, bytes).
+
+    ``fine_grid`` (LLaVA-NeXT): the global fine grid that sizes ``image_token`` -- "largest":
+    the largest sample's (SCHEMA.md); "max": the largest any image can get, so that the train
+    and val caches of one model have the same layout attributes.
+    """
     import os
     import transformers
     fam = FAMILIES[family](model, tokenizer, model_id, template=template, prompt=prompt)
@@ -80,6 +85,10 @@ def export(model, tokenizer, family: str, model_id: str, samples, out: str, *, s
         k, fine = fam.image_token_count_for(*s.image_size())
         if k > kmax:
             kmax, largest = k, fine
+    if fine_grid == "max" and hasattr(fam, "max_fine_grid"):
+        largest = fam.max_fine_grid()
+    elif fine_grid not in ("largest", "max"):
+        raise ValueError(f"fine_grid: expected largest or max, found '{fine_grid}'")
     kind, attrs, layout = fam.header_layout(largest)
     hidden_enc = "bfloat16" if model.dtype == torch.bfloat16 else "float16"
     prov = {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),

@@ -68,6 +68,12 @@ class LlavaNext(Family):
         bh, bw = select_best_resolution((h, w), self.pinpoints)
         return unpadded_grid(h, w, bh // self.size * self.grid, bw // self.size * self.grid)
 
+    def max_fine_grid(self):
+        """The largest fine grid any image can get (the pinpoint grid with the most columns, no
+        unpadding): a file-independent ``image_token`` size, so that caches of one model match."""
+        grids = [(p[0] // self.size * self.grid, p[1] // self.size * self.grid) for p in self.pinpoints]
+        return max(grids, key=lambda g: (g[0] * (g[1] + 1), g))
+
     def image_token_count_for(self, height, width):
         fh, fw = self.fine_grid(height, width)
         return self.grid * self.grid + fh * (fw + 1), (fh, fw)

@@ -163,6 +163,24 @@ class LayoutTests(unittest.TestCase):
             self.assertEqual(pad["padding_before_height"] + pad["padding_after_width"], 0)
 
 
+    def test_llava_next_max_fine_grid(self):
+        m, tok = model("llava_next")
+        fam = FAMILIES["llava_next"](m, tok, os.path.join(TMP, "llava_next"))
+        self.assertEqual(fam.max_fine_grid(), (8, 8))
+        kmax = layouts.llava_next(4, 4, 8, 8).image_token_count
+        for h in range(1, 120, 7):
+            for w in range(1, 120, 11):
+                self.assertLessEqual(fam.image_token_count_for(h, w)[0], kmax)
+        out = [os.path.join(TMP, f"fine-max-{i}.nc") for i in range(2)]
+        for i, o in enumerate(out):   # two caches of different images: same layout attributes
+            export(m, tok, "llava_next", os.path.join(TMP, "llava_next"), samples()[i:i + 1], o, fine_grid="max", log=None)
+        import netCDF4
+        with netCDF4.Dataset(out[0]) as a, netCDF4.Dataset(out[1]) as b:
+            for k in ("fine_grid_height", "fine_grid_width", "num_image_tokens"):
+                self.assertEqual(int(a.getncattr(k)), int(b.getncattr(k)))
+            self.assertEqual(int(a.num_image_tokens), kmax)
+
+
 class PreprocessTests(unittest.TestCase):
     def test_llava_padding_meta(self):
         from PIL import Image
@@ -344,6 +362,14 @@ class WriterTests(unittest.TestCase):
                                 ("llava_next", "merged", torch.bfloat16), ("deepseek_vl", "merged", torch.float32),
                                 ("llava_next", "rows", torch.float32)]:
             self.export_file(f, store, dtype, sam=sam)
+        # train/val caches whose SAM embedding fits the toolkit's TinySAM (64 x 16 x 16), for
+        # run_tests.sh's Swift training check (ablate-merge --profile smoke)
+        tsam = SamEmbedder(tiny.tiny_sam(img_size=128, patch=8, out_chans=64), "tiny-random-sam-128")
+        for f in FAMS:
+            m, tok = model(f)
+            for split, ss in [("train", samples()[:2]), ("val", samples()[2:])]:
+                export(m, tok, f, os.path.join(TMP, f), ss, os.path.join(TMP, f"tinysam-{f}-{split}.nc"), sam=tsam,
+                       split=split, fine_grid="max", log=None)
         path, m, tok = self.export_file("llava", "rows", sam=sam)
         nc = self.read(path)
         try:

@@ -98,11 +98,11 @@ def _poly(h, w, k):
     return [[x0, y0, x1, y0, x1, y1, x0, y1]]
 
 
-def json_fixture(folder) -> str:
+def json_fixture(folder, sizes=SIZES) -> str:
     from pycocotools import mask as cocomask
     os.makedirs(folder, exist_ok=True)
     images = []
-    for i, (h, w) in enumerate(SIZES):
+    for i, (h, w) in enumerate(sizes):
         _image(os.path.join(folder, f"img{i}.png"), h, w, i)
         m = np.zeros((h, w), np.uint8, order="F")
         m[h // 2:, : w // 3] = 1
@@ -178,16 +178,40 @@ def png_fixture(root) -> str:
     return root
 
 
-def tiny_sam(seed: int = 0):
-    """A tiny random segment_anything Sam: 64 px input, 16 px patches -> 4 x 4 x 16 embedding."""
+def tiny_sam(seed: int = 0, img_size: int = 64, patch: int = 16, out_chans: int = 16):
+    """A tiny random segment_anything Sam (default: 64 px, 16 px patches -> 16 x 4 x 4 embedding;
+    ``tiny_sam(img_size=128, patch=8, out_chans=64)`` has the toolkit's TinySAM embedding, 64 x 16 x 16)."""
     from functools import partial
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
     torch.manual_seed(seed)
-    enc = ImageEncoderViT(img_size=64, patch_size=16, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
-                          out_chans=16, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+    e = img_size // patch
+    enc = ImageEncoderViT(img_size=img_size, patch_size=patch, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0,
+                          out_chans=out_chans, qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
                           use_rel_pos=True, window_size=2, global_attn_indexes=(1,))
-    pe = PromptEncoder(embed_dim=16, image_embedding_size=(4, 4), input_image_size=(64, 64), mask_in_chans=4)
-    md = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=16, mlp_dim=32,
+    pe = PromptEncoder(embed_dim=out_chans, image_embedding_size=(e, e), input_image_size=(img_size, img_size),
+                       mask_in_chans=4)
+    md = MaskDecoder(num_multimask_outputs=3, transformer=TwoWayTransformer(depth=1, embedding_dim=out_chans, mlp_dim=32,
                                                                            num_heads=2),
-                     transformer_dim=16, iou_head_depth=1, iou_head_hidden_dim=16)
+                     transformer_dim=out_chans, iou_head_depth=1, iou_head_hidden_dim=16)
     return Sam(image_encoder=enc, prompt_encoder=pe, mask_decoder=md).eval()
+
+
+def main(argv=None):
+    """python -m tests.tiny DIR [--images N --size HxW]: the three tiny models and the fixtures in DIR
+    (DIR/{deepseek_vl,llava,llava_next}, DIR/json/data.json, DIR/coco/refcoco, DIR/png)."""
+    import argparse
+    p = argparse.ArgumentParser(prog="python -m tests.tiny", description=main.__doc__)
+    p.add_argument("dir")
+    p.add_argument("--images", type=int, default=0, help="JSON fixture with N images of --size (default: 3 small)")
+    p.add_argument("--size", default="480x640", help="HxW of the --images images")
+    a = p.parse_args(argv)
+    for f in ("deepseek_vl", "llava", "llava_next"):
+        build(f, os.path.join(a.dir, f))
+    h, w = (int(x) for x in a.size.split("x"))
+    print(json_fixture(os.path.join(a.dir, "json"), [(h, w)] * a.images if a.images else SIZES))
+    refcoco_fixture(os.path.join(a.dir, "coco"))
+    png_fixture(os.path.join(a.dir, "png"))
+
+
+if __name__ == "__main__":
+    main()
