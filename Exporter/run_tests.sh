@@ -40,15 +40,29 @@ if [ -x "$BIN" ]; then
     done
     echo "swift: flmm cache inspect --check read $n exported caches"
     ablate="$(dirname "$BIN")/ablate-merge"
-    if [ -x "$ablate" ] && [ -f "$root/Checkpoints/tinysam.safetensors" ] && ls "$work"/tinysam-*-train.nc >/dev/null 2>&1; then
+    tinysam="$root/Checkpoints/tinysam.safetensors"
+    train() {   # $1 label, $2 train cache, $3 val cache
+        (cd "$root" && "$ablate" --profile smoke --seeds 0 --steps 2 --cache "$2" --val-cache "$3" \
+            --out "$work/train-$1" 2>&1 | tail -1 | sed "s|^|swift train $1: |")
+        [ -f "$work/train-$1/ablate-merge.nc" ] || { echo "swift training on the $1 caches FAILED"; exit 1; }
+    }
+    if [ -x "$ablate" ] && [ -f "$tinysam" ]; then
         for f in deepseek_vl llava llava_next; do
-            (cd "$root" && "$ablate" --profile smoke --seeds 0 --steps 2 --cache "$work/tinysam-$f-train.nc" \
-                --val-cache "$work/tinysam-$f-val.nc" --out "$work/train-$f" 2>&1 | tail -1 | sed "s|^|swift train $f: |") \
-                || { echo "swift training on the $f cache FAILED"; exit 1; }
-            [ -f "$work/train-$f/ablate-merge.nc" ] || { echo "swift training on the $f cache wrote no results"; exit 1; }
+            # SAM embeddings from segment_anything (a random Sam of TinySAM's embedding size)
+            if [ -f "$work/tinysam-$f-train.nc" ]; then
+                train "$f-segment_anything" "$work/tinysam-$f-train.nc" "$work/tinysam-$f-val.nc"
+            fi
+            # exported without SAM, then flmm cache add-sam-embeddings (TinySAM) -- the no-GPU path
+            if "$BIN" cache add-sam-embeddings --help >/dev/null 2>&1; then
+                for s in train val; do
+                    "$BIN" cache add-sam-embeddings "$work/nosam-$f-$s.nc" --sam "$tinysam" --sam-model tinysam \
+                        --out "$work/addsam-$f-$s.nc" >/dev/null || { echo "add-sam-embeddings on $f FAILED"; exit 1; }
+                done
+                train "$f-add-sam-embeddings" "$work/addsam-$f-train.nc" "$work/addsam-$f-val.nc"
+            fi
         done
     else
-        echo "swift training check skipped (needs $ablate, Checkpoints/tinysam.safetensors and segment_anything)"
+        echo "swift training check skipped (needs $ablate and $tinysam)"
     fi
 else
     echo "swift check skipped: no flmm binary at $BIN (set FLMM_BIN)"

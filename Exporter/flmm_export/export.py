@@ -56,7 +56,8 @@ def run_sample(model, fam, sample, device):
         out = model(input_ids=ids, attention_mask=torch.ones_like(ids), output_hidden_states=True,
                     logits_to_keep=1, use_cache=False, **px)
     attention = cap.stacked().cpu()                                        # [R, L, NH, K_i]
-    hidden = torch.stack(out.hidden_states[1:])[:, 0].index_select(1, rows.to(device)).permute(1, 0, 2).cpu()
+    r = rows.to(device)                                                   # [R, L, d], hidden_states[1:]
+    hidden = torch.stack([hs[0].index_select(0, r) for hs in out.hidden_states[1:]], 1).cpu()
     h, w = image.size[1], image.size[0]
     mids = prep.mask_ids.numpy()
     return dict(sample_index=sample.index, image=np.asarray(image, np.uint8), masks=sample.masks(h, w),

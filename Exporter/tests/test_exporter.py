@@ -474,6 +474,18 @@ class ReaderTests(unittest.TestCase):
 
 
 class CliTests(unittest.TestCase):
+    def test_train_val_caches_without_sam(self):
+        """nosam-FAMILY-{train,val}.nc for run_tests.sh: flmm cache add-sam-embeddings, then training."""
+        for f in FAMS:
+            m, tok = model(f)
+            for split, ss in [("train", samples()[:2]), ("val", samples()[2:])]:
+                out = os.path.join(TMP, f"nosam-{f}-{split}.nc")
+                export(m, tok, f, os.path.join(TMP, f), ss, out, split=split, fine_grid="max", log=None)
+                import netCDF4
+                with netCDF4.Dataset(out) as nc:
+                    self.assertNotIn("sam_channel", nc.dimensions)
+                    self.assertFalse([a for a in nc.ncattrs() if a.startswith("sam_")])
+
     def test_cli_each_family_and_source(self):
         runs = [("deepseek_vl", "json:" + os.path.join(TMP, "json", "data.json"), []),
                 ("llava", "refcoco:" + os.path.join(TMP, "coco", "refcoco"), ["--protocol", "all"]),
