@@ -33,7 +33,10 @@ def load_model(model_id: str, family: str, dtype: torch.dtype, device: str):
     """The HF model (eager attention everywhere, then the row capture on the text model) and tokenizer."""
     import transformers
     from transformers import AutoConfig, AutoTokenizer
-    cfg = AutoConfig.from_pretrained(model_id)
+    try:
+        cfg = AutoConfig.from_pretrained(model_id)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--model {model_id}: cannot load its config.json ({str(e).splitlines()[0][:300]})")
     if cfg.model_type != MODEL_TYPES[family]:
         raise SystemExit(f"{model_id}: config model_type is '{cfg.model_type}', expected '{MODEL_TYPES[family]}' "
                          f"for --family {family}")

@@ -77,6 +77,15 @@ def reference(m, fam, sample):
     return att, hid, prep
 
 
+def writer_padding(m):
+    """F-LMM meta_data -> the cache's padding fields."""
+    p = m["padding"]
+    return dict(padding_before_height=p["before_height"], padding_after_height=p["after_height"],
+                padding_before_width=p["before_width"], padding_after_width=p["after_width"],
+                resized_height=m["image_shape"]["height"], resized_width=m["image_shape"]["width"],
+                padded_height=m["padded_shape"]["height"], padded_width=m["padded_shape"]["width"])
+
+
 class CaptureTests(unittest.TestCase):
     def check_family(self, f, dtype):
         ref_model, tok = load_model(os.path.join(TMP, f), f, dtype, "cpu")   # stays eager everywhere
@@ -204,6 +213,38 @@ class PreprocessTests(unittest.TestCase):
         self.assertEqual((pad["padding_before_width"], pad["padding_after_width"], pad["padded_width"]), (8, 9, 32))
         _, pad, _, _ = fam.preprocess(Image.new("RGB", (5, 64)))                  # min_size 14
         self.assertEqual(pad["resized_width"], 14)
+
+    def test_matches_flmm_processors(self):
+        """pixel_values bit for bit and padding meta equal F-LMM's own processors (real-model sizes:
+        LLaVA 336 px, LLaVA-NeXT 336 px with llava-v1.6's pinpoints, DeepSeek-VL 384 px), recorded in
+        flmm_preprocessing_reference.json by make_flmm_reference.py (F-LMM 47d3c2a, transformers 4.39.3)."""
+        import hashlib
+        import json
+        from flmm_export.deepseek_vl import DeepseekVL
+        from flmm_export.llava import Llava
+        from flmm_export.llava_next import LlavaNext
+        from tests import make_flmm_reference as ref
+        with open(os.path.join(os.path.dirname(__file__), "flmm_preprocessing_reference.json")) as f:
+            want = json.load(f)
+        fams = {"llava": object.__new__(Llava), "llava_next": object.__new__(LlavaNext),
+                "deepseek_vl": object.__new__(DeepseekVL)}
+        for name, fam in fams.items():   # preprocessing needs only these attributes (no model)
+            fam.size, fam.patch = (384, 16) if name == "deepseek_vl" else (336, 14)
+            fam.grid, fam.min_size, fam.pinpoints = 24, 14, ref.PINPOINTS
+            fam.pre = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3} if name == "deepseek_vl" else {}
+        for i, img in enumerate(ref.images()):
+            for name, fam in fams.items():
+                w = want["cases"][f"{name}/{i}"]
+                px, pad, _, _ = fam.preprocess(img)
+                x = np.ascontiguousarray(px["pixel_values"][0].numpy())
+                self.assertEqual(list(x.shape), w["shape"], f"{name} image {i}")
+                self.assertEqual(hashlib.sha256(x.tobytes()).hexdigest(), w["sha256"], f"{name} image {i}")
+                m = w["meta"]
+                if name != "llava_next":
+                    self.assertEqual(pad, writer_padding(m), f"{name} image {i}")
+                else:   # stored unpadded (see llava_next.py); F-LMM's anyres image shape is the resized size
+                    self.assertEqual((pad["resized_height"], pad["resized_width"]),
+                                     (m["image_shape"]["height"], m["image_shape"]["width"]))
 
     def test_sequence(self):
         m, tok = model("llava")
@@ -464,6 +505,9 @@ class ReaderTests(unittest.TestCase):
         out = os.path.join(TMP, "cli.nc")
         with self.assertRaisesRegex(SystemExit, "model_type is 'llava', expected 'deepseek_vl'"):
             cli_main(["--model", os.path.join(TMP, "llava"), "--family", "deepseek_vl", "--data",
+                      "json:" + os.path.join(TMP, "json", "data.json"), "--out", out])
+        with self.assertRaisesRegex(SystemExit, "--model .*no-such-model: cannot load its config.json"):
+            cli_main(["--model", os.path.join(TMP, "no-such-model"), "--family", "llava", "--data",
                       "json:" + os.path.join(TMP, "json", "data.json"), "--out", out])
         with self.assertRaisesRegex(SystemExit, "does not exist"):
             cli_main(["--model", os.path.join(TMP, "llava"), "--family", "llava", "--data",
