@@ -15,8 +15,7 @@ class SamEmbedder:
         self.predictor = SamPredictor(self.sam)
         enc = self.sam.image_encoder
         self.img_size = int(enc.img_size)
-        with torch.no_grad():
-            c = enc.neck[-1].weight.shape[0] if hasattr(enc, "neck") else None
+        c = enc.neck[-1].weight.shape[0]                      # out_chans (256 for the official models)
         e = self.img_size // enc.patch_embed.proj.kernel_size[0]
         self.summary = dict(model=name, embedding_dim=int(c), embedding_height=e, embedding_width=e,
                             img_size=self.img_size, encoding="float16")
