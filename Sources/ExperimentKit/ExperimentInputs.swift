@@ -16,25 +16,49 @@ import ShapesWorld
 import Tensors
 
 extension ExperimentOptions {
-    /// The caches (built when missing) and TinySAM's prompt encoder + mask decoder weights.
+    /// The caches (built when missing) and the refiner's prompt encoder + mask decoder weights
+    /// (TinySAM's, or an official SAM's with --sam).
     public func loadInputs(profile: Profile, progress: @escaping (String) -> Void) throws -> GridInputs {
         let (trainURL, valURL) = try caches(profile: profile, progress: progress)
         let train = try GroundingDataset(url: trainURL)
         let val = try GroundingDataset(url: valURL)
         guard train.header.layers == val.header.layers, train.header.heads == val.header.heads,
-              train.header.hiddenSize == val.header.hiddenSize, train.header.layout == val.header.layout else {
+              train.header.hiddenSize == val.header.hiddenSize,
+              ExperimentOptions.modelLayout(train.header.layout) == ExperimentOptions.modelLayout(val.header.layout) else {
             throw ExperimentError("--cache \(trainURL.path) and --val-cache \(valURL.path) come from different models")
         }
-        let samURL = URL(fileURLWithPath: tinysam)
-        let sam = try Sam.loadTinySAM(checkpoint: tinysam)
-        let weights = Dictionary(uniqueKeysWithValues: sam.stateDict().filter { !$0.0.hasPrefix("image_encoder.") })
+        let (samPath, samName) = try refinerCheckpoint()
+        let samURL = URL(fileURLWithPath: samPath)
+        let sam = try Sam.load(checkpoint: samPath, model: samName, includeImageEncoder: false)
+        let weights = Dictionary(uniqueKeysWithValues: sam.stateDict())
         let e = sam.config.promptEncoder
         for (url, s) in [(trainURL, train.header.sam!), (valURL, val.header.sam!)]
         where s.embeddingDim != e.embedDim || s.embeddingHeight != e.imageEmbeddingSize.0 || s.embeddingWidth != e.imageEmbeddingSize.1 {
-            throw ExperimentError("\(url.path): SAM embeddings \(s.embeddingDim)×\(s.embeddingHeight)×\(s.embeddingWidth) do not fit the TinySAM of \(tinysam) (\(e.embedDim)×\(e.imageEmbeddingSize.0)×\(e.imageEmbeddingSize.1))")
+            throw ExperimentError("\(url.path): SAM embeddings \(s.embeddingDim)×\(s.embeddingHeight)×\(s.embeddingWidth) (\(s.model)) do not fit the \(samName) refiner of \(samPath) (\(e.embedDim)×\(e.imageEmbeddingSize.0)×\(e.imageEmbeddingSize.1)); pass the SAM the embeddings came from with --sam FILE --sam-model vit_b|vit_l|vit_h")
         }
         return GridInputs(train: train, val: val, samConfig: sam.config, samWeights: weights,
                           samDigest: try FileDigest.sha256(samURL))
+    }
+
+    /// The layout with LLaVA-NeXT's file-level fine grid (the largest sample's, which differs
+    /// between the train and val files of one model) set aside.
+    static func modelLayout(_ l: AttentionLayoutSpec) -> AttentionLayoutSpec {
+        if case .llavaNext(let id, let ch, let cw, _, _) = l { return .llavaNext(imageTokenID: id, coarseHeight: ch, coarseWidth: cw, fineHeight: 0, fineWidth: 0) }
+        return l
+    }
+
+    /// The refiner's checkpoint and model: --sam with --sam-model, or TinySAM (--tinysam).
+    func refinerCheckpoint() throws -> (String, String) {
+        switch (sam, samModel) {
+        case (nil, nil): return (tinysam, "tinysam")
+        case (let path?, let model?):
+            guard Sam.checkpointModels.contains(model) else {
+                throw ExperimentError("--sam-model '\(model)': expected one of \(Sam.checkpointModels.joined(separator: ", "))")
+            }
+            return (path, model)
+        case (nil, let model?): throw ExperimentError("--sam-model \(model) needs --sam FILE (the checkpoint)")
+        case (let path?, nil): throw ExperimentError("--sam \(path) needs --sam-model vit_b|vit_l|vit_h")
+        }
     }
 
     /// The cache files: --cache / --val-cache, or the profile's ShapesWorld caches (built if missing).

@@ -8,6 +8,8 @@
 //                                profile, Results/caches/shapesworld-<profile>-{train,val}.nc,
 //                                built on demand from the committed frozen checkpoints
 //   --tinysam FILE               TinySAM checkpoint (prompt encoder + mask decoder init)
+//   --sam FILE --sam-model vit_l official SAM checkpoint instead (for caches of real LMMs whose
+//                                SAM embeddings are 256×64×64)
 //   --shard i/n                  run only units u with u mod n = i (merge: `flmm results merge`)
 //   --out DIR                    the Results folder (default Results)
 
@@ -28,6 +30,10 @@ public struct ExperimentOptions: ParsableArguments {
     public var valCache: String?
     @Option(help: "TinySAM checkpoint whose prompt encoder and mask decoder initialise the refiner.")
     public var tinysam: String = "Checkpoints/tinysam.safetensors"
+    @Option(help: "Official SAM checkpoint (sam_vit_*.pth or safetensors) whose prompt encoder and mask decoder initialise the refiner, instead of TinySAM (needs --sam-model).")
+    public var sam: String?
+    @Option(name: .customLong("sam-model"), help: "The model of --sam: vit_b, vit_l (F-LMM's) or vit_h.")
+    public var samModel: String?
     @Option(help: "TinyVLM checkpoint (used to build the ShapesWorld caches).")
     public var tinyvlm: String = "Checkpoints/tinyvlm.safetensors"
     @Option(help: "Run one shard i/n of the grid (0 ≤ i < n).")

@@ -65,3 +65,51 @@ extension Sam {
         return model
     }
 }
+
+/// A SAM checkpoint file that cannot be loaded as the model asked for: the file and why.
+public struct SamFileError: Error, Equatable, CustomStringConvertible {
+    public let file: String
+    public let reason: String
+    public var description: String { "\(file): cannot load SAM: \(reason)" }
+}
+
+extension Sam {
+    /// The SAM names `load(checkpoint:model:)` takes.
+    public static let checkpointModels = ["tinysam", "vit_b", "vit_l", "vit_h"]
+
+    /// TinySAM (`model` "tinysam", safetensors) or an official preset ("vit_b", "vit_l", "vit_h":
+    /// `sam_vit_*.pth` or its safetensors conversion), loaded strictly. Without the image encoder,
+    /// the checkpoint's `image_encoder.*` keys are skipped (the refiner needs only the prompt
+    /// encoder and the mask decoder).
+    public static func load(checkpoint path: String, model: String, includeImageEncoder: Bool = true) throws -> Sam {
+        let url = URL(fileURLWithPath: path)
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw SamFileError(file: path, reason: "no such file")
+        }
+        let config: SamConfig
+        if model == "tinysam" {
+            config = .tinySAM
+        } else if let c = SamConfig.preset(model), model != "default" {
+            config = c
+        } else {
+            throw SamFileError(file: path, reason: "unknown SAM model '\(model)' (expected one of \(checkpointModels.joined(separator: ", ")))")
+        }
+        let entries: [SafeTensorsEntry]
+        do {
+            entries = try WeightFile.read(url).entries
+        } catch {
+            throw SamFileError(file: path, reason: String(describing: error))
+        }
+        var dict: [String: Tensor] = [:]
+        for e in entries where includeImageEncoder || !e.name.hasPrefix("image_encoder.") {
+            guard let values = e.floats() else {
+                throw SamFileError(file: path, reason: "tensor '\(e.name)' is \(e.dtype.rawValue), expected a float type")
+            }
+            dict[e.name] = Tensor(shape: e.shape, data: values)
+        }
+        var rng = PhiloxRNG(seed: 0)
+        let sam = Sam(config, includeImageEncoder: includeImageEncoder, rng: &rng)
+        try sam.load(stateDict: dict, file: path)
+        return sam
+    }
+}

@@ -45,7 +45,7 @@ extension Cache {
                 throw ValidationError("\(file) already has SAM embeddings (\(s.model), \(s.embeddingDim)×\(s.embeddingHeight)×\(s.embeddingWidth)); pass --replace to recompute them")
             }
             let samURL = URL(fileURLWithPath: sam)
-            let model = try Cache.AddSamEmbeddings.loadSam(samURL, model: samModel)
+            let model = try Sam.load(checkpoint: sam, model: samModel)
             let c = model.config
             let outURL = URL(fileURLWithPath: out ?? file)
             let start = Date()
@@ -60,24 +60,6 @@ extension Cache {
             FileHandle.standardError.write(Data("\n".utf8))
             let t = Date().timeIntervalSince(start)
             print("added \(samModel) embeddings \(c.promptEncoder.embedDim)×\(c.promptEncoder.imageEmbeddingSize.0)×\(c.promptEncoder.imageEmbeddingSize.1) to \(n) samples in \(String(format: "%.1f", t)) s (\(String(format: "%.3f", Double(n) / max(t, 1e-9))) samples/s): \(outURL.path)")
-        }
-
-        /// A SAM with its image encoder: TinySAM, or an official ViT preset loaded strictly.
-        static func loadSam(_ url: URL, model: String) throws -> Sam {
-            guard FileManager.default.fileExists(atPath: url.path) else {
-                throw ValidationError("--sam \(url.path): no such file")
-            }
-            if model == "tinysam" { return try Sam.loadTinySAM(checkpoint: url.path) }
-            guard let config = SamConfig.preset(model) else {
-                throw ValidationError("--sam-model must be tinysam, vit_b, vit_l or vit_h, not '\(model)'")
-            }
-            var rng = PhiloxRNG(seed: 0)
-            let sam = Sam(config, rng: &rng)
-            let entries = try WeightFile.read(url).entries
-            var dict: [String: Tensor] = [:]
-            for e in entries { if let v = e.floats() { dict[e.name] = Tensor(shape: e.shape, data: v) } }
-            try sam.load(stateDict: dict, file: url.path)
-            return sam
         }
     }
 }

@@ -145,6 +145,13 @@ final class ExperimentGridTests: XCTestCase {
             (["--profile", "smoke", "--seeds", "a,b"] + cache, "--seeds 'a,b': expected distinct non-negative integers"),
             (["--profile", "smoke", "--steps", "0"] + cache, "--steps 0: must be positive"),
             (["--profile", "smoke", "--cache", "/nonexistent.nc", "--val-cache", "/nonexistent.nc"], "/nonexistent.nc"),
+            (["--profile", "smoke", "--sam-model", "vit_l"] + cache, "--sam-model vit_l needs --sam FILE"),
+            (["--profile", "smoke", "--sam", "Checkpoints/tinysam.safetensors"] + cache, "needs --sam-model vit_b|vit_l|vit_h"),
+            (["--profile", "smoke", "--sam", "Checkpoints/tinysam.safetensors", "--sam-model", "vit_x"] + cache,
+             "--sam-model 'vit_x': expected one of tinysam, vit_b, vit_l, vit_h"),
+            // TinySAM's weights are not a ViT-B refiner: the strict load names the file.
+            (["--profile", "smoke", "--sam", "Checkpoints/tinysam.safetensors", "--sam-model", "vit_b"] + cache,
+             "Checkpoints/tinysam.safetensors"),
         ]
         for (args, message) in bad {
             let (status, stderr) = try runCapturing("ablate-normalize", args + ["--out", out.path])
