@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test test-exporter exporter-venv verify-threads smoke bench figures figures-from ablations ablations-full clean pretrain pretrain-sam pretrain-vlm
+.PHONY: all deps build test test-exporter exporter-check exporter-venv verify-threads smoke bench figures figures-from ablations ablations-full clean pretrain pretrain-sam pretrain-vlm
 
 all: build
 
@@ -48,20 +48,28 @@ test: deps
 	swift test $(SWIFT_FLAGS) --skip-build
 	$(MAKE) --no-print-directory verify-threads
 	$(MAKE) --no-print-directory smoke
-	$(MAKE) --no-print-directory test-exporter
+	$(MAKE) --no-print-directory exporter-check
 
 # The Python exporter's tests (Exporter/run_tests.sh): tiny random LMMs built offline, checked bit
 # for bit against eager attention, then read (flmm cache inspect --check) and trained on
-# (ablate-merge --profile smoke) by this toolkit. Skipped with the reason when EXPORTER_PYTHON cannot
-# import torch and transformers >= 5; `make exporter-venv` makes .venv-exporter (CPU torch).
-EXPORTER_PYTHON ?= $(if $(wildcard .venv-exporter/bin/python),.venv-exporter/bin/python,python3)
-test-exporter:
+# (ablate-merge --profile smoke) by this toolkit.
+# `make test` runs them with EXPORTER_PYTHON (.venv-exporter when it exists, else python3) and prints
+# why they are skipped when it cannot import torch and transformers >= 5; `make test-exporter` first
+# makes .venv-exporter (CPU torch from PyTorch's index when reachable, else PyPI's torch; no
+# torchvision: segment_anything's two PIL calls are stood in for by Exporter/tests/tv_stub.py).
+EXPORTER_PYTHON ?= $(if $(wildcard .venv-exporter/bin/python),$(CURDIR)/.venv-exporter/bin/python,python3)
+exporter-check:
 	@PYTHON=$(EXPORTER_PYTHON) FLMM_BIN=$(BIN)/flmm Exporter/run_tests.sh
 
+test-exporter: build exporter-venv
+	@$(MAKE) --no-print-directory exporter-check EXPORTER_PYTHON=$(CURDIR)/.venv-exporter/bin/python
+
 exporter-venv:
-	python3 -m venv .venv-exporter
-	.venv-exporter/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu
-	.venv-exporter/bin/pip install -r Exporter/requirements.txt segment-anything
+	@[ -x .venv-exporter/bin/python ] || python3 -m venv .venv-exporter
+	@.venv-exporter/bin/python -c 'import torch' 2>/dev/null \
+	  || .venv-exporter/bin/pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
+	  || .venv-exporter/bin/pip install -q torch
+	.venv-exporter/bin/pip install -q -r Exporter/requirements.txt segment-anything
 
 # `flmm verify-golden` over the golden files with FLMM_THREADS=1 and 2; the saved outputs must match bit for bit.
 verify-threads:

@@ -55,8 +55,8 @@ if [ -x "$BIN" ]; then
             # exported without SAM, then flmm cache add-sam-embeddings (TinySAM) -- the no-GPU path
             if "$BIN" cache add-sam-embeddings --help >/dev/null 2>&1; then
                 for s in train val; do
-                    "$BIN" cache add-sam-embeddings "$work/nosam-$f-$s.nc" --sam "$tinysam" --sam-model tinysam \
-                        --out "$work/addsam-$f-$s.nc" >/dev/null || { echo "add-sam-embeddings on $f FAILED"; exit 1; }
+                    out=$("$BIN" cache add-sam-embeddings "$work/nosam-$f-$s.nc" --sam "$tinysam" --sam-model tinysam \
+                        --out "$work/addsam-$f-$s.nc" 2>&1) || { echo "$out"; echo "add-sam-embeddings on $f FAILED"; exit 1; }
                 done
                 train "$f-add-sam-embeddings" "$work/addsam-$f-train.nc" "$work/addsam-$f-val.nc"
             fi
