@@ -19,9 +19,6 @@ class DeepseekVL(Family):
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        vc = self.config.vision_config
-        self.size, self.patch = int(vc.image_size), int(vc.patch_size)
-        self.grid = self.size // self.patch
         self.min_size = int(self.pre.get("min_size", 14))
 
     def default_prompt(self, n_image):

@@ -96,6 +96,9 @@ class Family:
         self.image_token_id = int(self.config.image_token_id)
         tc = self.config.text_config
         self.num_layers, self.num_heads, self.hidden_size = tc.num_hidden_layers, tc.num_attention_heads, tc.hidden_size
+        vc = self.config.vision_config
+        self.size, self.patch = int(vc.image_size), int(vc.patch_size)   # vision input side, patch
+        self.grid = self.size // self.patch                                # g: the g x g image-token grid
         tok = getattr(tokenizer, "image_token", None) or self.image_token
         tid = tokenizer.convert_tokens_to_ids(tok)
         if tid != self.image_token_id:
@@ -106,6 +109,13 @@ class Family:
         if not ids:
             raise FamilyError(f"{model_id}: the tokenizer encodes '.' to no token")
         self.split_token_id = ids[-1]
+
+    def require_default_feature_strategy(self):
+        """F-LMM's LLaVA models use vision_feature_select_strategy 'default' (g*g tokens, no CLS)."""
+        strategy = getattr(self.config, "vision_feature_select_strategy", "default")
+        if strategy != "default":
+            raise FamilyError(f"{self.model_id}: vision_feature_select_strategy '{strategy}' is not supported "
+                              "(F-LMM's LLaVA models use 'default': g*g tokens without CLS)")
 
     def mean_std(self):
         return tuple(self.pre.get("image_mean", CLIP_MEAN)), tuple(self.pre.get("image_std", CLIP_STD))

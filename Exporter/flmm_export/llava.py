@@ -33,13 +33,7 @@ class Llava(Family):
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        vc = self.config.vision_config
-        self.size, self.patch = int(vc.image_size), int(vc.patch_size)
-        self.grid = self.size // self.patch
-        strategy = getattr(self.config, "vision_feature_select_strategy", "default")
-        if strategy != "default":
-            raise FamilyError(f"{self.model_id}: vision_feature_select_strategy '{strategy}' is not supported "
-                              "(F-LMM's LLaVA-1.5 uses 'default': g*g tokens without CLS)")
+        self.require_default_feature_strategy()
 
     def preprocess(self, image):
         mean, std = self.mean_std()

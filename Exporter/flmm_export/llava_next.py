@@ -51,13 +51,8 @@ class LlavaNext(Family):
 
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
-        vc = self.config.vision_config
-        self.size, self.patch = int(vc.image_size), int(vc.patch_size)
-        self.grid = self.size // self.patch
         self.pinpoints = [list(p) for p in self.config.image_grid_pinpoints]
-        strategy = getattr(self.config, "vision_feature_select_strategy", "default")
-        if strategy != "default":
-            raise FamilyError(f"{self.model_id}: vision_feature_select_strategy '{strategy}' is not supported")
+        self.require_default_feature_strategy()
         if getattr(self.model.model, "image_newline", None) is None:
             raise FamilyError(f"{self.model_id}: the model has no image_newline (layout needs Wf + 1 columns per row)")
         for p in self.pinpoints:
