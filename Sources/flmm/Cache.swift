@@ -16,7 +16,7 @@ import Glibc
 struct Cache: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cache",
-        abstract: "Build and summarise GroundingCache files (frozen TinyVLM / SAM features of ShapesWorld).",
+        abstract: "Build, summarise and complete GroundingCache files (frozen LMM / SAM features: ShapesWorld's, or a real LMM's from the Python exporter).",
         subcommands: [Build.self, Inspect.self, AddSamEmbeddings.self]
     )
 
