@@ -14,6 +14,7 @@ unet = sprintf("%s/%s_unet_loss.dat", datadir, exp)
 set datafile missing "?"
 set key top right font ",9"
 set grid lc rgb "#dddddd"
+# Eight colours, then the same colours dashed (the prompts ablation has nine configurations).
 set xlabel "optimiser step"
 set ylabel "loss"
 set xrange [0:*]
@@ -29,9 +30,9 @@ do for [fmt in "png svg"] {
     set output sprintf("%s/%s_curves.%s", outdir, exp, fmt)
     set multiplot layout 1,2 title sprintf("%s: training loss (profile %s, %s)", experiment, profile, seedtext)
     set title "total loss"
-    plot for [i=2:nconfigs+1] total using 1:i with lines lw 1.5 title columnhead(i)
+    plot for [i=2:nconfigs+1] total using 1:i with lines lw 1.5 dt 1 + (i - 2) / 8 title columnhead(i)
     set title "U-Net loss (loss_mask + loss_dice)"
-    plot for [i=2:nconfigs+1] unet using 1:i with lines lw 1.5 title columnhead(i)
+    plot for [i=2:nconfigs+1] unet using 1:i with lines lw 1.5 dt 1 + (i - 2) / 8 title columnhead(i)
     unset multiplot
     unset output
 }
