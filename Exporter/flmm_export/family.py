@@ -157,8 +157,9 @@ class Family:
         raise NotImplementedError
 
     def image_token_count_for(self, height: int, width: int) -> tuple[int, tuple | None]:
-        """K_i and the fine grid from the original size alone (no pixels)."""
-        raise NotImplementedError
+        """K_i and the fine grid from the original size alone (no pixels): g*g and none for a
+        single-grid family; LLaVA-NeXT overrides it."""
+        return self.grid * self.grid, None
 
     def header_layout(self, largest_fine: tuple | None):
         """(layout_kind, layout attrs, Layout)."""

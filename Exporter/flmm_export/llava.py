@@ -48,9 +48,6 @@ class Llava(Family):
         k = self.grid * self.grid
         return {"pixel_values": normalize(padded, mean, std)[None]}, pad, k, None
 
-    def image_token_count_for(self, height, width):
-        return self.grid * self.grid, None
-
     def header_layout(self, largest_fine=None):
         g = self.grid
         return ("llava", dict(image_token_id=self.image_token_id, grid_height=g, grid_width=g, patch_size=self.patch),
