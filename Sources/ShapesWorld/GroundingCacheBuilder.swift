@@ -153,8 +153,9 @@ public struct GroundingCacheBuilder {
 
 extension GroundingCacheBuilder {
     /// Copies the cache at `input` to `output` (atomically; they may be the same file) with every
-    /// sample's SAM image embedding computed by `sam` (`samEmbedding(_:sam:)`) and the header's
-    /// `sam` set to `summary`. Embeddings already there are replaced. Returns the sample count.
+    /// sample's SAM image embedding computed by `sam` (`samEmbedding(_:sam:)`, which needs its image
+    /// encoder) and the header's `sam` described from `sam.config` under the name `samName`.
+    /// Embeddings already there are replaced. Returns the sample count.
     /// `progress(done, total)` after each sample.
     public static func addSamEmbeddings(input: URL, output: URL, sam: Sam, samName: String, encoding: HalfEncoding,
                                         provenance: [String: String] = [:],
