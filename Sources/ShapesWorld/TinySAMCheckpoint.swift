@@ -40,29 +40,41 @@ extension TinySAM {
 
 extension Sam {
     /// A `SamConfig.tinySAM` model with the weights of the checkpoint at `path`, loaded strictly
-    /// (every key present with its shape, no other key, every tensor F32).
-    public static func loadTinySAM(checkpoint path: String) throws(TinySAMCheckpointError) -> Sam {
+    /// (every key present with its shape, no other key, every tensor F32). Without the image
+    /// encoder, the checkpoint's `image_encoder.*` keys are skipped.
+    public static func loadTinySAM(checkpoint path: String,
+                                   includeImageEncoder: Bool = true) throws(TinySAMCheckpointError) -> Sam {
         let file: SafeTensors
         do {
             file = try SafeTensors.read(URL(fileURLWithPath: path))
         } catch {
             throw TinySAMCheckpointError(file: path, reason: String(describing: error))
         }
-        var dict: [String: Tensor] = [:]
-        for e in file.entries {
-            guard e.dtype == .F32, let values = e.floats() else {
-                throw TinySAMCheckpointError(file: path, reason: "tensor '\(e.name)' is \(e.dtype.rawValue), expected F32")
-            }
-            dict[e.name] = Tensor(shape: e.shape, data: values)
+        let (dict, refused) = stateDict(file.entries, includeImageEncoder: includeImageEncoder) { $0.dtype == .F32 }
+        if let e = refused {
+            throw TinySAMCheckpointError(file: path, reason: "tensor '\(e.name)' is \(e.dtype.rawValue), expected F32")
         }
         var rng = PhiloxRNG(seed: 0)
-        let model = Sam(.tinySAM, rng: &rng)
+        let model = Sam(.tinySAM, includeImageEncoder: includeImageEncoder, rng: &rng)
         do {
             try model.load(stateDict: dict, file: path)
         } catch {
             throw TinySAMCheckpointError(file: path, reason: error.cause.description)
         }
         return model
+    }
+
+    /// The float tensors of a weight file by name, without `image_encoder.*` unless
+    /// `includeImageEncoder`; `refused` is the first entry that is not a float tensor or that
+    /// `accept` refuses (then `dict` is incomplete).
+    static func stateDict(_ entries: [SafeTensorsEntry], includeImageEncoder: Bool,
+                          accept: (SafeTensorsEntry) -> Bool) -> (dict: [String: Tensor], refused: SafeTensorsEntry?) {
+        var dict: [String: Tensor] = [:]
+        for e in entries where includeImageEncoder || !e.name.hasPrefix("image_encoder.") {
+            guard accept(e), let values = e.floats() else { return (dict, e) }
+            dict[e.name] = Tensor(shape: e.shape, data: values)
+        }
+        return (dict, nil)
     }
 }
 
@@ -77,35 +89,27 @@ extension Sam {
     /// The SAM names `load(checkpoint:model:)` takes.
     public static let checkpointModels = ["tinysam", "vit_b", "vit_l", "vit_h"]
 
-    /// TinySAM (`model` "tinysam", safetensors) or an official preset ("vit_b", "vit_l", "vit_h":
-    /// `sam_vit_*.pth` or its safetensors conversion), loaded strictly. Without the image encoder,
-    /// the checkpoint's `image_encoder.*` keys are skipped (the refiner needs only the prompt
-    /// encoder and the mask decoder).
+    /// TinySAM (`model` "tinysam": `loadTinySAM`, a safetensors file of F32 tensors) or an
+    /// official preset ("vit_b", "vit_l", "vit_h": `sam_vit_*.pth` or its safetensors conversion),
+    /// loaded strictly. Without the image encoder, the checkpoint's `image_encoder.*` keys are
+    /// skipped (the refiner needs only the prompt encoder and the mask decoder).
     public static func load(checkpoint path: String, model: String, includeImageEncoder: Bool = true) throws -> Sam {
-        let url = URL(fileURLWithPath: path)
         guard FileManager.default.fileExists(atPath: path) else {
             throw SamFileError(file: path, reason: "no such file")
         }
-        let config: SamConfig
-        if model == "tinysam" {
-            config = .tinySAM
-        } else if let c = SamConfig.preset(model), model != "default" {
-            config = c
-        } else {
+        if model == "tinysam" { return try loadTinySAM(checkpoint: path, includeImageEncoder: includeImageEncoder) }
+        guard let config = SamConfig.preset(model), model != "default" else {
             throw SamFileError(file: path, reason: "unknown SAM model '\(model)' (expected one of \(checkpointModels.joined(separator: ", ")))")
         }
         let entries: [SafeTensorsEntry]
         do {
-            entries = try WeightFile.read(url).entries
+            entries = try WeightFile.read(URL(fileURLWithPath: path)).entries
         } catch {
             throw SamFileError(file: path, reason: String(describing: error))
         }
-        var dict: [String: Tensor] = [:]
-        for e in entries where includeImageEncoder || !e.name.hasPrefix("image_encoder.") {
-            guard let values = e.floats() else {
-                throw SamFileError(file: path, reason: "tensor '\(e.name)' is \(e.dtype.rawValue), expected a float type")
-            }
-            dict[e.name] = Tensor(shape: e.shape, data: values)
+        let (dict, refused) = stateDict(entries, includeImageEncoder: includeImageEncoder) { _ in true }
+        if let e = refused {
+            throw SamFileError(file: path, reason: "tensor '\(e.name)' is \(e.dtype.rawValue), expected a float type")
         }
         var rng = PhiloxRNG(seed: 0)
         let sam = Sam(config, includeImageEncoder: includeImageEncoder, rng: &rng)
