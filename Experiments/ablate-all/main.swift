@@ -14,7 +14,7 @@ experimentMain {
     let options = ExperimentOptions.parseOrExit()
     let profile = try Profile.named(options.profile)
 
-    // Data: the train and val GroundingCaches (built on demand) and TinySAM's pretrained refiner.
+    // Data: the train and val GroundingCaches (built on demand) and the refiner's pretrained SAM (TinySAM, or --sam).
     let inputs = try options.loadInputs(profile: profile, progress: printProgress)
 
     // Every experiment's grid; a unit another experiment already trained is read back, not redone.

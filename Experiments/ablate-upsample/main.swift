@@ -11,7 +11,7 @@ experimentMain {
     let options = ExperimentOptions.parseOrExit()
     let grid = try options.gridOptions(.upsample)
 
-    // Data: the train and val GroundingCaches (built on demand) and TinySAM's pretrained refiner.
+    // Data: the train and val GroundingCaches (built on demand) and the refiner's pretrained SAM (TinySAM, or --sam).
     let inputs = try options.loadInputs(profile: grid.profile, progress: printProgress)
 
     // Train and evaluate this shard's units; each finished unit is saved at once (resume).

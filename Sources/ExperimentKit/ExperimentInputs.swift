@@ -1,4 +1,5 @@
-// What a grid starts from: the train and val GroundingCaches and TinySAM's pretrained refiner.
+// What a grid starts from: the train and val GroundingCaches and the refiner's pretrained SAM
+// weights (TinySAM's, or an official SAM's with --sam / --sam-model).
 //
 // Without --cache, the profile's ShapesWorld caches are used:
 //   <out>/caches/shapesworld-<profile>-train.nc and -val.nc (world seed 0; the profile's sample
@@ -24,7 +25,7 @@ extension ExperimentOptions {
         let val = try GroundingDataset(url: valURL)
         guard train.header.layers == val.header.layers, train.header.heads == val.header.heads,
               train.header.hiddenSize == val.header.hiddenSize,
-              ExperimentOptions.modelLayout(train.header.layout) == ExperimentOptions.modelLayout(val.header.layout) else {
+              train.header.layout.modelLayout == val.header.layout.modelLayout else {
             throw ExperimentError("--cache \(trainURL.path) and --val-cache \(valURL.path) come from different models")
         }
         let (samPath, samName) = try refinerCheckpoint()
@@ -38,13 +39,6 @@ extension ExperimentOptions {
         }
         return GridInputs(train: train, val: val, samConfig: sam.config, samWeights: weights,
                           samDigest: try FileDigest.sha256(samURL))
-    }
-
-    /// The layout with LLaVA-NeXT's file-level fine grid (the largest sample's, which differs
-    /// between the train and val files of one model) set aside.
-    static func modelLayout(_ l: AttentionLayoutSpec) -> AttentionLayoutSpec {
-        if case .llavaNext(let id, let ch, let cw, _, _) = l { return .llavaNext(imageTokenID: id, coarseHeight: ch, coarseWidth: cw, fineHeight: 0, fineWidth: 0) }
-        return l
     }
 
     /// The refiner's checkpoint and model: --sam with --sam-model, or TinySAM (--tinysam).

@@ -11,7 +11,7 @@
 //   when every unit of the grid has its part, the parts are assembled into <out>/<experiment>.nc
 //
 // A model of a unit: F-LMM's U-Net head (normalize_input / upsample_input of the configuration)
-// and text projection, initialised from the unit's seed; TinySAM's prompt encoder and mask decoder
+// and text projection, initialised from the unit's seed; the pretrained SAM's prompt encoder and mask decoder
 // from its checkpoint (F-LMM starts SAM from its pretrained weights); SAM's image encoder is not
 // needed (the cache holds its output).
 

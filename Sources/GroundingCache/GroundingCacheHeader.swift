@@ -101,6 +101,15 @@ public enum AttentionLayoutSpec: Sendable, Equatable {
 
     /// K: image tokens of the largest sample (the `image_token` dim).
     public var imageTokenCount: Int { layout().imageTokenCount }
+
+    /// The LMM's layout without LLaVA-NeXT's file-level fine grid (the largest sample's, which
+    /// differs between the train and val caches of one model): equal for every cache of one LMM.
+    public var modelLayout: AttentionLayoutSpec {
+        if case .llavaNext(let id, let ch, let cw, _, _) = self {
+            return .llavaNext(imageTokenID: id, coarseHeight: ch, coarseWidth: cw, fineHeight: 0, fineWidth: 0)
+        }
+        return self
+    }
 }
 
 /// A grid's height and width.
