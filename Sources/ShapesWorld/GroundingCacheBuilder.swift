@@ -152,15 +152,14 @@ public struct GroundingCacheBuilder {
 }
 
 extension GroundingCacheBuilder {
-    /// Copies the cache at `input` to `output` (atomically; they may be the same file) with every
-    /// sample's SAM image embedding computed by `sam` (`samEmbedding(_:sam:)`, which needs its image
-    /// encoder) and the header's `sam` described from `sam.config` under the name `samName`.
-    /// Embeddings already there are replaced. Returns the sample count.
+    /// Copies the cache open in `reader` to `output` (atomically; it may be the reader's own file)
+    /// with every sample's SAM image embedding computed by `sam` (`samEmbedding(_:sam:)`, which
+    /// needs its image encoder) and the header's `sam` described from `sam.config` under the name
+    /// `samName`. Embeddings already there are replaced. Returns the sample count.
     /// `progress(done, total)` after each sample.
-    public static func addSamEmbeddings(input: URL, output: URL, sam: Sam, samName: String, encoding: HalfEncoding,
-                                        provenance: [String: String] = [:],
+    public static func addSamEmbeddings(from reader: GroundingCacheReader, output: URL, sam: Sam, samName: String,
+                                        encoding: HalfEncoding, provenance: [String: String] = [:],
                                         progress: (Int, Int) -> Void = { _, _ in }) throws -> Int {
-        let reader = try GroundingCacheReader(url: input)
         let c = sam.config
         var header = reader.header
         header.sam = SamSummary(model: samName, embeddingDim: c.promptEncoder.embedDim,

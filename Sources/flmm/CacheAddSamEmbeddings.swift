@@ -50,7 +50,7 @@ extension Cache {
             let outURL = URL(fileURLWithPath: out ?? file)
             let start = Date()
             let n = try GroundingCacheBuilder.addSamEmbeddings(
-                input: inURL, output: outURL, sam: model, samName: "\(samModel) (\(samURL.lastPathComponent))", encoding: encoding,
+                from: reader, output: outURL, sam: model, samName: "\(samModel) (\(samURL.lastPathComponent))", encoding: encoding,
                 provenance: ["sam_checkpoint_sha256": try FileDigest.sha256(samURL),
                              "sam_embeddings_by": "flmm cache add-sam-embeddings (Swift image encoder, \(samModel))"]
             ) { done, total in

@@ -416,7 +416,7 @@ final class GroundingCacheTests: XCTestCase {
         w.discard()
         // In place: the same file gains the embeddings.
         var seen: [Int] = []
-        let n = try GroundingCacheBuilder.addSamEmbeddings(input: bare, output: bare, sam: sam, samName: "tiny", encoding: .float16,
+        let n = try GroundingCacheBuilder.addSamEmbeddings(from: b, output: bare, sam: sam, samName: "tiny", encoding: .float16,
                                                            provenance: ["sam_checkpoint_sha256": "none"]) { d, _ in seen.append(d) }
         XCTAssertEqual(n, 2)
         XCTAssertEqual(seen, [1, 2])
