@@ -20,3 +20,21 @@
 
 // Software prefetch of a cache line for writing (the GEMM's next C tile), all cache levels.
 static inline void flmm_prefetch_c(const void *p) { __builtin_prefetch(p, 1, 3); }
+
+// Atomics and a spin-wait hint for the worker pool (Sources/Tensors/Parallel.swift). C11-style
+// builtins on a `long` (Swift's Int on LP64), so the pool needs no newer-OS Synchronization module.
+static inline long flmm_atomic_load(const long *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+static inline long flmm_atomic_load_acquire(const long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void flmm_atomic_store(long *p, long v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline long flmm_atomic_add(long *p, long v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
+/// Replaces *p by `desired` if it equals `expected`; true when it did (sequentially consistent).
+static inline int flmm_atomic_cas(long *p, long expected, long desired) {
+    return __atomic_compare_exchange_n(p, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
+static inline void flmm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}

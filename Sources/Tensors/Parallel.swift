@@ -5,7 +5,7 @@
 // range is given to exactly one thread, so the bits of every output are the same for any
 // thread count.
 
-import Dispatch
+import CBLAS   // the C shim: flmm_atomic_*, flmm_cpu_relax
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -45,11 +45,20 @@ public enum Parallel {
             body(0..<count)
             return
         }
-        DispatchQueue.concurrentPerform(iterations: t) { i in
-            let lo = count * i / t, hi = count * (i + 1) / t
-            if lo < hi { body(lo..<hi) }
+        withoutActuallyEscaping(body) { body in
+            // The pool is taken (a nested or concurrent call): the same outputs, on this thread.
+            if !WorkerPool.shared.run(chunks: t, count: count, body) { body(0..<count) }
         }
     }
+
+    /// Chunk `i` of `count` indices split into `chunks` contiguous ranges.
+    @inline(__always)
+    public static func chunk(_ i: Int, of chunks: Int, count: Int) -> Range<Int> {
+        (count * i / chunks)..<(count * (i + 1) / chunks)
+    }
+
+    /// How long an idle worker spins, waiting for the next loop, before it sleeps.
+    public static var workerSpinNanoseconds: UInt64 { WorkerPool.spinNanoseconds }
 
     /// Runs `body(i)` for every `i` in `0..<count`, chunked as `forEachChunk`.
     public static func forEach(_ count: Int, grain: Int = 1, _ body: @Sendable (Int) -> Void) {
@@ -75,4 +84,146 @@ public struct SendableConstPointer<T>: @unchecked Sendable {
     @inline(__always) public init(_ base: UnsafePointer<T>) { self.base = base }
     @inline(__always) public subscript(i: Int) -> T { base[i] }
     @inline(__always) public static func + (p: SendableConstPointer, k: Int) -> UnsafePointer<T> { p.base + k }
+}
+
+/// The threads behind `Parallel.forEachChunk`: `threads − 1` workers that spin briefly between
+/// loops and then sleep, so that a loop of a few microseconds per chunk still gains from a second
+/// core. (libdispatch's `concurrentPerform` wakes a sleeping worker per call; in this VM that took
+/// ~100 µs, so loops under ~0.5 ms ran slower on two threads than on one.)
+///
+/// One loop at a time holds the pool (`busy`). Its chunks are claimed through one atomic word,
+/// `state` = generation << 32 | chunks << 16 | next chunk, by the caller and by whichever workers
+/// are awake; each chunk is run by exactly one thread, and the caller returns when `done` counts
+/// them all. Which thread runs a chunk never changes what the chunk writes, so this adds no
+/// nondeterminism (see the determinism rule above). A call that finds the pool held (a loop
+/// inside a loop, or a second calling thread) runs its loop on its own thread instead.
+final class WorkerPool: @unchecked Sendable {
+    static let shared = WorkerPool()
+    /// How long an idle worker spins before it sleeps.
+    static let spinNanoseconds: UInt64 = 2_000_000
+
+    private struct Job {
+        var body: (@Sendable (Range<Int>) -> Void)?
+        var count: Int
+    }
+
+    /// Four atomic words, one cache line apart: state, done, busy, sleepers.
+    private let words: UnsafeMutablePointer<Int>
+    private var state: UnsafeMutablePointer<Int> { words }
+    private var done: UnsafeMutablePointer<Int> { words + 8 }
+    private var busy: UnsafeMutablePointer<Int> { words + 16 }
+    private var sleepers: UnsafeMutablePointer<Int> { words + 24 }
+    /// The current loop; written by the holder before it publishes `state`.
+    private let job: UnsafeMutablePointer<Job>
+    /// Touched only by the holder of `busy`.
+    private var generation = 0
+    private var workers = 0
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let wake: UnsafeMutablePointer<pthread_cond_t>
+
+    private init() {
+        words = UnsafeMutableRawPointer.allocate(byteCount: 4 * 64, alignment: 64).bindMemory(to: Int.self, capacity: 32)
+        words.initialize(repeating: 0, count: 32)
+        job = .allocate(capacity: 1)
+        job.initialize(to: Job(body: nil, count: 0))
+        mutex = .allocate(capacity: 1)
+        wake = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+    }
+
+    /// The chunk index `s` offers, if any.
+    @inline(__always)
+    private static func offered(_ s: Int) -> (index: Int, chunks: Int)? {
+        let next = s & 0xFFFF, chunks = (s >> 16) & 0xFFFF
+        return next < chunks ? (next, chunks) : nil
+    }
+
+    /// Runs `body` over `chunks` chunks of `0..<count` on this thread and the workers. Returns
+    /// false, having run nothing, when the pool is held by another loop.
+    func run(chunks: Int, count: Int, _ body: @escaping @Sendable (Range<Int>) -> Void) -> Bool {
+        precondition(chunks >= 1 && chunks <= 0xFFFF, "WorkerPool.run: \(chunks) chunks (1...65535)")
+        guard flmm_atomic_cas(busy, 0, 1) != 0 else { return false }
+        startWorkers(chunks - 1)
+        job.pointee = Job(body: body, count: count)
+        flmm_atomic_store(done, 0)
+        generation += 1
+        flmm_atomic_store(state, generation << 32 | chunks << 16)
+        if flmm_atomic_load(sleepers) > 0 {
+            pthread_mutex_lock(mutex)
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+        }
+        claimAndRun()
+        while flmm_atomic_load_acquire(done) < chunks { flmm_cpu_relax() }
+        job.pointee.body = nil
+        flmm_atomic_store(busy, 0)
+        return true
+    }
+
+    /// Claims offered chunks one by one and runs them, until none is left.
+    private func claimAndRun() {
+        var s = flmm_atomic_load(state)
+        while let (i, chunks) = Self.offered(s) {
+            if flmm_atomic_cas(state, s, s + 1) != 0 {
+                runChunk(i, of: chunks)
+                _ = flmm_atomic_add(done, 1)
+            }
+            s = flmm_atomic_load(state)
+        }
+    }
+
+    /// Runs chunk `i`; the closure's copy is released before the chunk is counted as done.
+    @inline(never)
+    private func runChunk(_ i: Int, of chunks: Int) {
+        let j = job.pointee
+        let r = Parallel.chunk(i, of: chunks, count: j.count)
+        if !r.isEmpty { j.body!(r) }
+    }
+
+    /// Starts workers until there are `n`.
+    private func startWorkers(_ n: Int) {
+        while workers < n {
+            var thread = pthread_t()
+            let rc = pthread_create(&thread, nil, { _ in WorkerPool.shared.workerLoop() }, nil)
+            precondition(rc == 0, "WorkerPool: pthread_create failed (\(rc))")
+            pthread_detach(thread)
+            workers += 1
+        }
+    }
+
+    private func workerLoop() -> Never {
+        while true {
+            claimAndRun()
+            waitForChange(from: flmm_atomic_load(state))
+        }
+    }
+
+    /// Spins while `state` is `seen`; after `spinNanoseconds`, sleeps until a loop is published.
+    private func waitForChange(from seen: Int) {
+        var spins = 0
+        var deadline: UInt64 = 0
+        while flmm_atomic_load_acquire(state) == seen {
+            flmm_cpu_relax()
+            spins += 1
+            guard spins & 255 == 0 else { continue }
+            let now = Self.monotonicNanoseconds()
+            if deadline == 0 {
+                deadline = now + Self.spinNanoseconds
+            } else if now > deadline {
+                pthread_mutex_lock(mutex)
+                _ = flmm_atomic_add(sleepers, 1)
+                while flmm_atomic_load(state) == seen { pthread_cond_wait(wake, mutex) }
+                _ = flmm_atomic_add(sleepers, -1)
+                pthread_mutex_unlock(mutex)
+                return
+            }
+        }
+    }
+
+    private static func monotonicNanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+    }
 }
