@@ -304,6 +304,7 @@ for m in measurements {
 }
 print("""
 (cpu: process CPU time / (wall time × threads); well below 100% means other processes took the cores.
+ Our idle pool workers spin for up to 2 ms between loops, and that counts as CPU time too.
  GF/cpu-s: GFLOP per CPU second of one thread, the rate while actually running.)
 
 """)
