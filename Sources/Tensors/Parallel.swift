@@ -107,12 +107,14 @@ final class WorkerPool: @unchecked Sendable {
         var count: Int
     }
 
-    /// Four atomic words, one cache line apart: state, done, busy, sleepers.
+    /// Five atomic words, one cache line apart: state, done, busy, sleepers, active.
     private let words: UnsafeMutablePointer<Int>
     private var state: UnsafeMutablePointer<Int> { words }
     private var done: UnsafeMutablePointer<Int> { words + 8 }
     private var busy: UnsafeMutablePointer<Int> { words + 16 }
     private var sleepers: UnsafeMutablePointer<Int> { words + 24 }
+    /// Workers 0 ..< active take part (Parallel.threads − 1 at the last loop); the others are parked.
+    private var active: UnsafeMutablePointer<Int> { words + 32 }
     /// The current loop; written by the holder before it publishes `state`.
     private let job: UnsafeMutablePointer<Job>
     /// Touched only by the holder of `busy`.
@@ -120,16 +122,19 @@ final class WorkerPool: @unchecked Sendable {
     private var workers = 0
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let wake: UnsafeMutablePointer<pthread_cond_t>
+    private let unpark: UnsafeMutablePointer<pthread_cond_t>
 
     private init() {
-        words = UnsafeMutableRawPointer.allocate(byteCount: 4 * 64, alignment: 64).bindMemory(to: Int.self, capacity: 32)
-        words.initialize(repeating: 0, count: 32)
+        words = UnsafeMutableRawPointer.allocate(byteCount: 5 * 64, alignment: 64).bindMemory(to: Int.self, capacity: 40)
+        words.initialize(repeating: 0, count: 40)
         job = .allocate(capacity: 1)
         job.initialize(to: Job(body: nil, count: 0))
         mutex = .allocate(capacity: 1)
         wake = .allocate(capacity: 1)
+        unpark = .allocate(capacity: 1)
         pthread_mutex_init(mutex, nil)
         pthread_cond_init(wake, nil)
+        pthread_cond_init(unpark, nil)
     }
 
     /// The chunk index `s` offers, if any.
@@ -139,12 +144,21 @@ final class WorkerPool: @unchecked Sendable {
         return next < chunks ? (next, chunks) : nil
     }
 
-    /// Runs `body` over `chunks` chunks of `0..<count` on this thread and the workers. Returns
+    /// Runs `body` over `chunks` chunks of `0..<count` on this thread and up to
+    /// `Parallel.threads − 1` workers (started on first need; any beyond that stay parked, so
+    /// that lowering the thread count stops them from spinning). Returns
     /// false, having run nothing, when the pool is held by another loop.
     func run(chunks: Int, count: Int, _ body: @escaping @Sendable (Range<Int>) -> Void) -> Bool {
         precondition(chunks >= 1 && chunks <= 0xFFFF, "WorkerPool.run: \(chunks) chunks (1...65535)")
         guard flmm_atomic_cas(busy, 0, 1) != 0 else { return false }
-        startWorkers(chunks - 1)
+        let want = Parallel.threads - 1
+        startWorkers(want)
+        if want != flmm_atomic_load(active) {
+            pthread_mutex_lock(mutex)
+            flmm_atomic_store(active, want)
+            pthread_cond_broadcast(unpark)
+            pthread_mutex_unlock(mutex)
+        }
         job.pointee = Job(body: body, count: count)
         flmm_atomic_store(done, 0)
         generation += 1
@@ -185,15 +199,21 @@ final class WorkerPool: @unchecked Sendable {
     private func startWorkers(_ n: Int) {
         while workers < n {
             var thread = pthread_t()
-            let rc = pthread_create(&thread, nil, { _ in WorkerPool.shared.workerLoop() }, nil)
+            let index = UnsafeMutableRawPointer(bitPattern: workers + 1)   // 1-based: never nil
+            let rc = pthread_create(&thread, nil, { WorkerPool.shared.workerLoop(index: Int(bitPattern: $0) - 1) }, index)
             precondition(rc == 0, "WorkerPool: pthread_create failed (\(rc))")
             pthread_detach(thread)
             workers += 1
         }
     }
 
-    private func workerLoop() -> Never {
+    private func workerLoop(index: Int) -> Never {
         while true {
+            if index >= flmm_atomic_load(active) {
+                pthread_mutex_lock(mutex)
+                while index >= flmm_atomic_load(active) { pthread_cond_wait(unpark, mutex) }
+                pthread_mutex_unlock(mutex)
+            }
             claimAndRun()
             waitForChange(from: flmm_atomic_load(state))
         }

@@ -65,6 +65,17 @@ final class ParallelTests: XCTestCase {
         XCTAssertEqual(v, [Int](repeating: 500, count: 600))
     }
 
+    /// Lowering the thread count parks the extra workers; raising it again brings them back.
+    func testThreadCountDownAndUp() {
+        for threads in [4, 2, 1, 4, 3] {
+            Parallel.threads = threads
+            let v = visits(500) { p in
+                for _ in 0..<50 { Parallel.forEachChunk(500) { r in for i in r { p[i] += 1 } } }
+            }
+            XCTAssertEqual(v, [Int](repeating: 50, count: 500), "threads \(threads)")
+        }
+    }
+
     /// After the workers have gone to sleep (idle longer than the spin time), a loop still runs.
     func testLoopAfterWorkersSlept() {
         Parallel.threads = 2
