@@ -14,7 +14,7 @@ BIN := $(shell swift build $(SWIFT_FLAGS) --show-bin-path 2>/dev/null)
 
 DEB_PACKAGES := libopenblas-dev libnetcdf-dev netcdf-bin gnuplot-nox
 
-.PHONY: all deps build test test-exporter exporter-check exporter-venv verify-threads smoke bench figures figures-from ablations ablations-full clean pretrain pretrain-sam pretrain-vlm
+.PHONY: all deps build test test-exporter exporter-check exporter-venv verify-threads smoke bench bench-pytorch figures figures-from ablations ablations-full clean pretrain pretrain-sam pretrain-vlm
 
 all: build
 
@@ -123,6 +123,11 @@ ablations-full: build
 
 bench: build
 	$(BIN)/flmm-bench --out Results/bench.nc
+
+# PyTorch on the same machine, for the model rows of `make bench` (unet_step_c*, sam_decoder_step,
+# sam_vit_b_forward): the same workloads in torch + segment_anything, from .venv-exporter.
+bench-pytorch: exporter-venv
+	.venv-exporter/bin/python Benchmarks/pytorch_reference.py
 
 # Figures/*.png and *.svg from Results/ alone, and Figures/full/ from Results/full/ (the committed
 # full-profile run) when it exists: `flmm results export` writes the gnuplot data (FIGURES_DIR/data,
