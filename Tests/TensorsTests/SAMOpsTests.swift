@@ -157,6 +157,36 @@ final class SAMOpsTests: XCTestCase {
         XCTAssertLessThan(relErr(fused.data, expected), 2e-6)
     }
 
+    /// Attention rows are independent: a query set split into row blocks sharing one K (here 3
+    /// blocks, where the forward transposes K once for all of them) gives bitwise the outputs and
+    /// probabilities of the same queries attended to in calls small enough for a single block.
+    func testAttentionRowBlocksMatchSingleBlockCalls() {
+        let (heads, nq, nk, dk, dv) = (2, 300, 2048, 16, 8)
+        for scale in [AttentionScale.divide(4), .multiplyQuery(0.25)] {
+            let g = AttentionGeometry(batch: 1, heads: heads, nq: nq, nk: nk, dk: dk, dv: dv, scale: scale)
+            XCTAssertGreaterThan((nq + g.blockRows - 1) / g.blockRows, 1, "the full call must use several blocks")
+            func r(_ n: Int) -> [Float] { (0..<n).map { _ in rng.nextNormal() } }
+            let q = r(nq * heads * dk), k = r(nk * heads * dk), v = r(nk * heads * dv)
+            let (out, probs) = Kernels.attentionForward(q: q, k: k, v: v, rh: nil, rw: nil, g, keepProbs: true)
+            var refOut: [Float] = [], refProbs = [Float](repeating: .nan, count: heads * nq * nk)
+            for r0 in stride(from: 0, to: nq, by: 100) {
+                let part = AttentionGeometry(batch: 1, heads: heads, nq: 100, nk: nk, dk: dk, dv: dv, scale: scale)
+                XCTAssertEqual(part.blockRows, 100)
+                let (o, p) = Kernels.attentionForward(q: Array(q[(r0 * heads * dk)..<((r0 + 100) * heads * dk)]),
+                                                      k: k, v: v, rh: nil, rw: nil, part, keepProbs: true)
+                refOut += o
+                for h in 0..<heads {
+                    for i in 0..<100 {
+                        let dst = (h * nq + r0 + i) * nk, src = (h * 100 + i) * nk
+                        refProbs.replaceSubrange(dst..<(dst + nk), with: p![src..<(src + nk)])
+                    }
+                }
+            }
+            XCTAssertEqual(out.map(\.bitPattern), refOut.map(\.bitPattern), "\(scale)")
+            XCTAssertEqual(probs!.map(\.bitPattern), refProbs.map(\.bitPattern), "\(scale)")
+        }
+    }
+
     // MARK: attention backward by finite differences (Double, the same kernels)
 
     func testAttentionBackwardFiniteDifferencesInDouble() {

@@ -62,7 +62,7 @@ public struct AttentionGeometry: Sendable, Equatable {
     public var iq: Int { heads * dk }
     public var iv: Int { heads * dv }
     /// Query rows per block: a block's logits stay near 256K elements (1 MB of Float).
-    var blockRows: Int { Swift.max(1, Swift.min(nq, (1 << 18) / Swift.max(nk, 1))) }
+    public var blockRows: Int { Swift.max(1, Swift.min(nq, (1 << 18) / Swift.max(nk, 1))) }
 }
 
 extension Kernels {
@@ -172,6 +172,10 @@ extension Kernels {
         let rowsPerBlock = g.blockRows
         let blocks = (g.nq + rowsPerBlock - 1) / rowsPerBlock
         let units = g.batch * g.heads * blocks
+        // With several row blocks per head, K transposed once to [batch, heads, dk, Nk]: each
+        // block's logits GEMM then packs it with vector copies instead of gathering K's columns
+        // again (the same sums in the same order, so the same bits).
+        let kT: [T] = blocks > 1 ? permute(k, [g.batch, g.nk, g.heads, g.dk], [0, 2, 3, 1]) : []
         // The relative-position rows transposed to [q, dk, k] for the logits kernel.
         var rhA: [T] = [], rwA: [T] = []
         if let grid = g.relPos, let rh, let rw {
@@ -179,9 +183,10 @@ extension Kernels {
             rwA = permute(rw, [grid.qw, grid.kw, g.dk], [0, 2, 1])
         }
         q.withUnsafeBufferPointer { qb in k.withUnsafeBufferPointer { kb in v.withUnsafeBufferPointer { vb in
-        rhA.withUnsafeBufferPointer { rhb in rwA.withUnsafeBufferPointer { rwb in
+        rhA.withUnsafeBufferPointer { rhb in rwA.withUnsafeBufferPointer { rwb in kT.withUnsafeBufferPointer { ktb in
         out.withUnsafeMutableBufferPointer { ob in probs.withUnsafeMutableBufferPointer { pb in
             let qp = SendableConstPointer(qb.baseAddress!), kp = SendableConstPointer(kb.baseAddress!)
+            let ktp = kT.isEmpty ? nil : ktb.baseAddress.map { SendableConstPointer($0) }
             let vp = SendableConstPointer(vb.baseAddress!), op = SendablePointer(ob.baseAddress!)
             let rhp = rh == nil ? nil : rhb.baseAddress.map { SendableConstPointer($0) }
             let rwp = rw == nil ? nil : rwb.baseAddress.map { SendableConstPointer($0) }
@@ -192,7 +197,8 @@ extension Kernels {
                 let r0 = blk * rowsPerBlock, rows = Swift.min(rowsPerBlock, g.nq - r0)
                 let sBuf = UnsafeMutablePointer<T>.allocate(capacity: rows * g.nk)
                 defer { sBuf.deallocate() }
-                attentionLogits(qp.base, kp.base, rhp?.base, rwp?.base, g, b: b, h: h, r0: r0, rows: rows, into: sBuf)
+                attentionLogits(qp.base, kp.base, ktp?.base, rhp?.base, rwp?.base, g, b: b, h: h, r0: r0, rows: rows,
+                                into: sBuf)
                 for i in 0..<rows { softmaxRowInPlace(sBuf + i * g.nk, g.nk) }
                 gemmGeneric(transA: false, transB: false, m: rows, n: g.dv, k: g.nk, a: sBuf, lda: g.nk,
                             b: vp.base + b * g.nk * g.iv + h * g.dv, ldb: g.iv,
@@ -201,22 +207,26 @@ extension Kernels {
                     (pp.base + ((b * g.heads + h) * g.nq + r0) * g.nk).update(from: sBuf, count: rows * g.nk)
                 }
             }
-        }}}}}}}
+        }}}}}}}}
         return (out, keepProbs ? probs : nil)
     }
 
     /// Logits of rows r0 ..< r0+rows of head h of batch b into `s` [rows, Nk] (scaled, with the
-    /// relative-position bias; `rh` [qh, dk, kh] and `rw` [qw, dk, kw] transposed).
+    /// relative-position bias; `rh` [qh, dk, kh] and `rw` [qw, dk, kw] transposed). K is read
+    /// from `kT` [batch, heads, dk, Nk] when given, else from `k`.
     @inline(__always)
     static func attentionLogits<T: Real & BinaryFloatingPoint>(
-        _ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ rh: UnsafePointer<T>?, _ rw: UnsafePointer<T>?,
+        _ q: UnsafePointer<T>, _ k: UnsafePointer<T>, _ kT: UnsafePointer<T>?,
+        _ rh: UnsafePointer<T>?, _ rw: UnsafePointer<T>?,
         _ g: AttentionGeometry, b: Int, h: Int, r0: Int, rows: Int, into s: UnsafeMutablePointer<T>
     ) {
         let qh = q + (b * g.nq + r0) * g.iq + h * g.dk
-        let kh = k + b * g.nk * g.iq + h * g.dk
+        // K^T of this head: [dk, Nk] with row stride Nk (kT), or k's columns (stride iq).
+        let kh = kT.map { $0 + (b * g.heads + h) * g.dk * g.nk } ?? k + b * g.nk * g.iq + h * g.dk
+        let transK = kT == nil, ldk = kT == nil ? g.iq : g.nk
         switch g.scale {
         case .divide(let d):
-            gemmGeneric(transA: false, transB: true, m: rows, n: g.nk, k: g.dk, a: qh, lda: g.iq, b: kh, ldb: g.iq,
+            gemmGeneric(transA: false, transB: transK, m: rows, n: g.nk, k: g.dk, a: qh, lda: g.iq, b: kh, ldb: ldk,
                         c: s, ldc: g.nk, accumulate: false, threads: 1)
             let dt = T(d)
             for i in 0..<(rows * g.nk) { s[i] = s[i] / dt }
@@ -225,7 +235,7 @@ extension Kernels {
             defer { qs.deallocate() }
             let mt = T(m)
             for i in 0..<rows { for c in 0..<g.dk { qs[i * g.dk + c] = qh[i * g.iq + c] * mt } }
-            gemmGeneric(transA: false, transB: true, m: rows, n: g.nk, k: g.dk, a: qs, lda: g.dk, b: kh, ldb: g.iq,
+            gemmGeneric(transA: false, transB: transK, m: rows, n: g.nk, k: g.dk, a: qs, lda: g.dk, b: kh, ldb: ldk,
                         c: s, ldc: g.nk, accumulate: false, threads: 1)
         }
         guard let grid = g.relPos, let rh, let rw else { return }
