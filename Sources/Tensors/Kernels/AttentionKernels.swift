@@ -61,8 +61,8 @@ public struct AttentionGeometry: Sendable, Equatable {
     /// Row lengths of Q/K and of V/O.
     public var iq: Int { heads * dk }
     public var iv: Int { heads * dv }
-    /// Query rows per block: a block's logits stay near 256K elements (1 MB of Float).
-    public var blockRows: Int { Swift.max(1, Swift.min(nq, (1 << 18) / Swift.max(nk, 1))) }
+    /// Query rows per block: a block's logits stay near 512K elements (2 MB of Float).
+    public var blockRows: Int { Swift.max(1, Swift.min(nq, (1 << 19) / Swift.max(nk, 1))) }
 }
 
 extension Kernels {
