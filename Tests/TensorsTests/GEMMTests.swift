@@ -149,20 +149,27 @@ final class GEMMTests: XCTestCase {
         }
     }
 
-    /// Contiguous runs of the mapped B (a stride-1 convolution's rows) take the vector copy path.
+    /// Contiguous runs of the mapped B (a stride-1 convolution's rows): a panel of 2W columns inside
+    /// one run is read in place (`inPlaceBKernel`), one across the gap and the partial last panel
+    /// are packed (vector copies where a half is a run). k = 300 spans two k blocks, so the row
+    /// offsets of the second block are exercised too.
     func testMappedBContiguousRuns() {
-        let w = 40, rows = 50
-        let base = Self.randn(w * rows + 64, seed: 11)
-        let k = 30, n = 2 * w
-        let rowOff = (0..<k).map { $0 * w }
-        let colOff = (0..<n).map { ($0 / w) * (w + 3) + $0 % w }   // two runs of 40 with a gap
-        let a = Self.randn(9 * k, seed: 12)
-        var ours = [Float](repeating: 0, count: 9 * n), ref = ours
-        Kernels.gemmMappedB(m: 9, n: n, k: k, a: a, lda: k, transA: false, base: base, rowOff: rowOff,
-                            colOff: colOff, c: &ours, ldc: n, accumulate: false)
-        Kernels.gemmMappedBReference(m: 9, n: n, k: k, a: a, lda: k, transA: false, base: base, rowOff: rowOff,
-                                     colOff: colOff, c: &ref, ldc: n, accumulate: false)
-        XCTAssertEqual(Self.bits(ours), Self.bits(ref))
+        let w = 40
+        for (k, accumulate) in [(30, false), (300, true)] {
+            let base = Self.randn(w * (k + 2) + 64, seed: 11)
+            let n = 2 * w
+            let rowOff = (0..<k).map { $0 * w }
+            let colOff = (0..<n).map { ($0 / w) * (w + 3) + $0 % w }   // two runs of 40 with a gap
+            let a = Self.randn(9 * k, seed: 12)
+            for threads in [1, 2] {
+                var ours = Self.randn(9 * n, seed: 13), ref = ours
+                Kernels.gemmMappedB(m: 9, n: n, k: k, a: a, lda: k, transA: false, base: base, rowOff: rowOff,
+                                    colOff: colOff, c: &ours, ldc: n, accumulate: accumulate, threads: threads)
+                Kernels.gemmMappedBReference(m: 9, n: n, k: k, a: a, lda: k, transA: false, base: base, rowOff: rowOff,
+                                             colOff: colOff, c: &ref, ldc: n, accumulate: accumulate)
+                XCTAssertEqual(Self.bits(ours), Self.bits(ref), "k \(k) threads \(threads)")
+            }
+        }
     }
 
     /// The OpenBLAS backend computes the same product (to rounding); `Backend.current` routes it.

@@ -241,10 +241,21 @@ enum GEMMPacked {
         var jc = j0
         while jc < j1 {
             let ncb = min(nc, j1 - jc)
+            // Panels that B can hand over in place (a convolution's contiguous runs) are read
+            // from the input by `inPlaceBKernel`; only the others are packed.
+            let inPlace = (0..<((ncb + nr - 1) / nr)).map { q in
+                min(nr, ncb - q * nr) == nr ? b.inPlacePanel(j: jc + q * nr, nr: nr) : nil
+            }
             var pc = 0
             while pc < k {
                 let kcb = min(kc, k - pc)
-                b.pack(v, into: bPack, p0: pc, kc: kcb, j0: jc, nc: ncb)
+                if inPlace.allSatisfy({ $0 == nil }) {
+                    b.pack(v, into: bPack, p0: pc, kc: kcb, j0: jc, nc: ncb)
+                } else {
+                    for (q, panel) in inPlace.enumerated() where panel == nil {
+                        b.pack(v, into: bPack + q * kcb * nr, p0: pc, kc: kcb, j0: jc + q * nr, nc: min(nr, ncb - q * nr))
+                    }
+                }
                 let load = accumulate || pc > 0
                 var ic = i0
                 while ic < i1 {
@@ -270,13 +281,15 @@ enum GEMMPacked {
                                     flmm_prefetch_c(next + r * ldc + nr - 1)
                                 }
                             }
-                            if h == mr && w == nr {
-                                microKernel(v, kcb, aPanel, bPanel, cTile, ldc, load)
+                            let full = h == mr && w == nr
+                            let cOut = full ? cTile : tile, ldOut = full ? ldc : nr
+                            if !full && load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
+                            if let panel = inPlace[jr / nr] {
+                                inPlaceBKernel(v, kcb, aPanel, panel.origin, panel.rowOff + pc, cOut, ldOut, load)
                             } else {
-                                if load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
-                                microKernel(v, kcb, aPanel, bPanel, tile, nr, load)
-                                copyTile(from: tile, nr, to: cTile, ldc, h, w)
+                                microKernel(v, kcb, aPanel, bPanel, cOut, ldOut, load)
                             }
+                            if !full { copyTile(from: tile, nr, to: cTile, ldc, h, w) }
                             ir += mr
                         }
                         jr += nr
@@ -333,6 +346,53 @@ enum GEMMPacked {
             c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
             pa += 6
             pb += step
+        }
+        let r = UnsafeMutableRawPointer(c), s = ldc * 4, o = w * 4
+        r.storeBytes(of: c00, as: V.self); r.storeBytes(of: c01, toByteOffset: o, as: V.self)
+        r.storeBytes(of: c10, toByteOffset: s, as: V.self); r.storeBytes(of: c11, toByteOffset: s + o, as: V.self)
+        r.storeBytes(of: c20, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c21, toByteOffset: 2 * s + o, as: V.self)
+        r.storeBytes(of: c30, toByteOffset: 3 * s, as: V.self); r.storeBytes(of: c31, toByteOffset: 3 * s + o, as: V.self)
+        r.storeBytes(of: c40, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c41, toByteOffset: 4 * s + o, as: V.self)
+        r.storeBytes(of: c50, toByteOffset: 5 * s, as: V.self); r.storeBytes(of: c51, toByteOffset: 5 * s + o, as: V.self)
+    }
+
+    /// `microKernel` with B read in place: B(p, t) = origin[rowOff[p] + t] for the panel's 2W
+    /// columns t (one contiguous run per row). The same sums, in the same order.
+    @inline(never)
+    static func inPlaceBKernel<V: SIMD>(_ v: V.Type, _ kc: Int, _ a: UnsafePointer<Float>, _ origin: UnsafePointer<Float>,
+                                        _ rowOff: UnsafePointer<Int>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                                        _ load: Bool)
+    where V.Scalar == Float {
+        let w = V.scalarCount
+        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
+        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
+        if load {
+            let r = UnsafeRawPointer(c), s = ldc * 4, o = w * 4
+            c00 = r.loadUnaligned(as: V.self); c01 = r.loadUnaligned(fromByteOffset: o, as: V.self)
+            c10 = r.loadUnaligned(fromByteOffset: s, as: V.self); c11 = r.loadUnaligned(fromByteOffset: s + o, as: V.self)
+            c20 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c21 = r.loadUnaligned(fromByteOffset: 2 * s + o, as: V.self)
+            c30 = r.loadUnaligned(fromByteOffset: 3 * s, as: V.self); c31 = r.loadUnaligned(fromByteOffset: 3 * s + o, as: V.self)
+            c40 = r.loadUnaligned(fromByteOffset: 4 * s, as: V.self); c41 = r.loadUnaligned(fromByteOffset: 4 * s + o, as: V.self)
+            c50 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self); c51 = r.loadUnaligned(fromByteOffset: 5 * s + o, as: V.self)
+        }
+        var pa = a
+        let src = UnsafeRawPointer(origin)
+        for p in 0..<kc {
+            let row = src + rowOff[p] * 4
+            let b0 = row.loadUnaligned(as: V.self), b1 = row.loadUnaligned(fromByteOffset: w * 4, as: V.self)
+            var x = V(repeating: pa[0])
+            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+            x = V(repeating: pa[1])
+            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
+            x = V(repeating: pa[2])
+            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
+            x = V(repeating: pa[3])
+            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
+            x = V(repeating: pa[4])
+            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
+            x = V(repeating: pa[5])
+            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
+            pa += 6
         }
         let r = UnsafeMutableRawPointer(c), s = ldc * 4, o = w * 4
         r.storeBytes(of: c00, as: V.self); r.storeBytes(of: c01, toByteOffset: o, as: V.self)
@@ -469,6 +529,13 @@ protocol PanelSourceB: Sendable {
     /// (NR = 2 · V.scalarCount), panel q holding columns j0 + q·NR ..< +NR, zeros past nc.
     func pack<V: SIMD>(_ v: V.Type, into dst: UnsafeMutablePointer<Float>, p0: Int, kc: Int, j0: Int, nc: Int)
     where V.Scalar == Float
+    /// When columns j ..< j + nr of every row p are one contiguous run, B(p, j + t) =
+    /// origin[rowOff[p] + t]: the panel can be read in place, unpacked. Else nil.
+    func inPlacePanel(j: Int, nr: Int) -> (origin: UnsafePointer<Float>, rowOff: UnsafePointer<Int>)?
+}
+
+extension PanelSourceB {
+    func inPlacePanel(j: Int, nr: Int) -> (origin: UnsafePointer<Float>, rowOff: UnsafePointer<Int>)? { nil }
 }
 
 /// B as a row-major matrix [k, n] with row stride `ldb`, or its transpose ([n, k]) when `trans`.
@@ -521,6 +588,10 @@ struct MappedB: PanelSourceB, @unchecked Sendable {
     let base: UnsafePointer<Float>
     let rowOff: UnsafePointer<Int>
     let colOff: UnsafePointer<Int>
+
+    func inPlacePanel(j: Int, nr: Int) -> (origin: UnsafePointer<Float>, rowOff: UnsafePointer<Int>)? {
+        colOff[j + nr - 1] - colOff[j] == nr - 1 ? (base + colOff[j], rowOff) : nil
+    }
 
     func pack<V: SIMD>(_ v: V.Type, into dst: UnsafeMutablePointer<Float>, p0: Int, kc: Int, j0: Int, nc: Int)
     where V.Scalar == Float {
