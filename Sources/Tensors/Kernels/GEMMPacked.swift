@@ -13,7 +13,8 @@
 //           for ir in MC by MR:        micro-kernel: 12 vector accumulators, FMA per k
 //
 // Packing scratch comes from a pool (no page faults per call); the next C tile is prefetched
-// while the current one computes.
+// while the current one computes. A convolution's B panel whose 2W columns are one contiguous
+// run of the input in every row is not packed: `inPlaceBKernel` reads it where it is.
 //
 // Determinism: the micro-kernel keeps one accumulator per C element and adds the products in
 // k order with FMA (`addingProduct`), starting from 0 when pc == 0 and the call does not
