@@ -150,7 +150,7 @@ final class GEMMTests: XCTestCase {
     }
 
     /// Contiguous runs of the mapped B (a stride-1 convolution's rows): a panel of 2W columns inside
-    /// one run is read in place (`inPlaceBKernel`), one across the gap and the partial last panel
+    /// one run is read in place (`InPlaceRows`), one across the gap and the partial last panel
     /// are packed (vector copies where a half is a run). k = 300 spans two k blocks, so the row
     /// offsets of the second block are exercised too.
     func testMappedBContiguousRuns() {

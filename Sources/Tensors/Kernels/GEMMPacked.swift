@@ -14,7 +14,7 @@
 //
 // Packing scratch comes from a pool (no page faults per call); the next C tile is prefetched
 // while the current one computes. A convolution's B panel whose 2W columns are one contiguous
-// run of the input in every row is not packed: `inPlaceBKernel` reads it where it is.
+// run of the input in every row is not packed: the micro-kernel reads it where it is.
 //
 // Determinism: the micro-kernel keeps one accumulator per C element and adds the products in
 // k order with FMA (`addingProduct`), starting from 0 when pc == 0 and the call does not
@@ -243,7 +243,7 @@ enum GEMMPacked {
         while jc < j1 {
             let ncb = min(nc, j1 - jc)
             // Panels that B can hand over in place (a convolution's contiguous runs) are read
-            // from the input by `inPlaceBKernel`; only the others are packed.
+            // from the input by the micro-kernel (`InPlaceRows`); only the others are packed.
             let inPlace = (0..<((ncb + nr - 1) / nr)).map { q in
                 min(nr, ncb - q * nr) == nr ? b.inPlacePanel(j: jc + q * nr, nr: nr) : nil
             }
@@ -286,9 +286,9 @@ enum GEMMPacked {
                             let cOut = full ? cTile : tile, ldOut = full ? ldc : nr
                             if !full && load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
                             if let panel = inPlace[jr / nr] {
-                                inPlaceBKernel(v, kcb, aPanel, panel.origin, panel.rowOff + pc, cOut, ldOut, load)
+                                microKernel(v, kcb, aPanel, InPlaceRows(panel.origin, panel.rowOff + pc), cOut, ldOut, load)
                             } else {
-                                microKernel(v, kcb, aPanel, bPanel, cOut, ldOut, load)
+                                microKernel(v, kcb, aPanel, PackedRows(bPanel, v), cOut, ldOut, load)
                             }
                             if !full { copyTile(from: tile, nr, to: cTile, ldc, h, w) }
                             ir += mr
@@ -310,11 +310,12 @@ enum GEMMPacked {
         for r in 0..<h { (d + r * ld).update(from: s + r * ls, count: w) }
     }
 
-    /// The 6 × 2W register tile: C[0..<6, 0..<2W] (+)= Σ_p a[p·6 + r] · b[p·2W + j], p in order.
-    /// `a`, `b` are packed panels (64-byte aligned); `c` any row stride.
+    /// The 6 × 2W register tile: C[0..<6, 0..<2W] (+)= Σ_p a[p·6 + r] · B(p, j), p in order.
+    /// `a` is a packed panel; B's row p (2W floats) comes from `b`: a packed panel (`PackedRows`)
+    /// or a contiguous run read in place (`InPlaceRows`). `c` any row stride.
     @inline(never)
-    static func microKernel<V: SIMD>(_ v: V.Type, _ kc: Int, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
-                                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
+    static func microKernel<V: SIMD, Rows: PanelRows>(_ v: V.Type, _ kc: Int, _ a: UnsafePointer<Float>, _ b: Rows,
+                                                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
     where V.Scalar == Float {
         let w = V.scalarCount
         var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
@@ -329,57 +330,8 @@ enum GEMMPacked {
             c50 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self); c51 = r.loadUnaligned(fromByteOffset: 5 * s + o, as: V.self)
         }
         var pa = a
-        var pb = UnsafeRawPointer(b)
-        let step = 2 * w * 4
-        for _ in 0..<kc {
-            let b0 = pb.load(as: V.self), b1 = pb.load(fromByteOffset: w * 4, as: V.self)
-            var x = V(repeating: pa[0])
-            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
-            x = V(repeating: pa[1])
-            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = V(repeating: pa[2])
-            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = V(repeating: pa[3])
-            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = V(repeating: pa[4])
-            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = V(repeating: pa[5])
-            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
-            pa += 6
-            pb += step
-        }
-        let r = UnsafeMutableRawPointer(c), s = ldc * 4, o = w * 4
-        r.storeBytes(of: c00, as: V.self); r.storeBytes(of: c01, toByteOffset: o, as: V.self)
-        r.storeBytes(of: c10, toByteOffset: s, as: V.self); r.storeBytes(of: c11, toByteOffset: s + o, as: V.self)
-        r.storeBytes(of: c20, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c21, toByteOffset: 2 * s + o, as: V.self)
-        r.storeBytes(of: c30, toByteOffset: 3 * s, as: V.self); r.storeBytes(of: c31, toByteOffset: 3 * s + o, as: V.self)
-        r.storeBytes(of: c40, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c41, toByteOffset: 4 * s + o, as: V.self)
-        r.storeBytes(of: c50, toByteOffset: 5 * s, as: V.self); r.storeBytes(of: c51, toByteOffset: 5 * s + o, as: V.self)
-    }
-
-    /// `microKernel` with B read in place: B(p, t) = origin[rowOff[p] + t] for the panel's 2W
-    /// columns t (one contiguous run per row). The same sums, in the same order.
-    @inline(never)
-    static func inPlaceBKernel<V: SIMD>(_ v: V.Type, _ kc: Int, _ a: UnsafePointer<Float>, _ origin: UnsafePointer<Float>,
-                                        _ rowOff: UnsafePointer<Int>, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                                        _ load: Bool)
-    where V.Scalar == Float {
-        let w = V.scalarCount
-        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
-        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
-        if load {
-            let r = UnsafeRawPointer(c), s = ldc * 4, o = w * 4
-            c00 = r.loadUnaligned(as: V.self); c01 = r.loadUnaligned(fromByteOffset: o, as: V.self)
-            c10 = r.loadUnaligned(fromByteOffset: s, as: V.self); c11 = r.loadUnaligned(fromByteOffset: s + o, as: V.self)
-            c20 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c21 = r.loadUnaligned(fromByteOffset: 2 * s + o, as: V.self)
-            c30 = r.loadUnaligned(fromByteOffset: 3 * s, as: V.self); c31 = r.loadUnaligned(fromByteOffset: 3 * s + o, as: V.self)
-            c40 = r.loadUnaligned(fromByteOffset: 4 * s, as: V.self); c41 = r.loadUnaligned(fromByteOffset: 4 * s + o, as: V.self)
-            c50 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self); c51 = r.loadUnaligned(fromByteOffset: 5 * s + o, as: V.self)
-        }
-        var pa = a
-        let src = UnsafeRawPointer(origin)
         for p in 0..<kc {
-            let row = src + rowOff[p] * 4
+            let row = b.row(p)
             let b0 = row.loadUnaligned(as: V.self), b1 = row.loadUnaligned(fromByteOffset: w * 4, as: V.self)
             var x = V(repeating: pa[0])
             c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
@@ -537,6 +489,31 @@ protocol PanelSourceB: Sendable {
 
 extension PanelSourceB {
     func inPlacePanel(j: Int, nr: Int) -> (origin: UnsafePointer<Float>, rowOff: UnsafePointer<Int>)? { nil }
+}
+
+/// Where the micro-kernel finds row p (2W floats) of its B panel.
+protocol PanelRows {
+    func row(_ p: Int) -> UnsafeRawPointer
+}
+
+/// A packed panel: row p at p·2W floats.
+struct PackedRows: PanelRows {
+    let base: UnsafeRawPointer, stride: Int
+    init<V: SIMD>(_ panel: UnsafePointer<Float>, _ v: V.Type) where V.Scalar == Float {
+        base = UnsafeRawPointer(panel)
+        stride = 2 * V.scalarCount * 4
+    }
+    @inline(__always) func row(_ p: Int) -> UnsafeRawPointer { base + p &* stride }
+}
+
+/// A panel read in place: row p at origin + rowOff[p] floats (a contiguous run of the input).
+struct InPlaceRows: PanelRows {
+    let origin: UnsafeRawPointer, rowOff: UnsafePointer<Int>
+    init(_ origin: UnsafePointer<Float>, _ rowOff: UnsafePointer<Int>) {
+        self.origin = UnsafeRawPointer(origin)
+        self.rowOff = rowOff
+    }
+    @inline(__always) func row(_ p: Int) -> UnsafeRawPointer { origin + rowOff[p] &* 4 }
 }
 
 /// B as a row-major matrix [k, n] with row stride `ldb`, or its transpose ([n, k]) when `trans`.
