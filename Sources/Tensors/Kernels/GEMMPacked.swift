@@ -250,12 +250,8 @@ enum GEMMPacked {
             var pc = 0
             while pc < k {
                 let kcb = min(kc, k - pc)
-                if inPlace.allSatisfy({ $0 == nil }) {
-                    b.pack(v, into: bPack, p0: pc, kc: kcb, j0: jc, nc: ncb)
-                } else {
-                    for (q, panel) in inPlace.enumerated() where panel == nil {
-                        b.pack(v, into: bPack + q * kcb * nr, p0: pc, kc: kcb, j0: jc + q * nr, nc: min(nr, ncb - q * nr))
-                    }
+                for (q, panel) in inPlace.enumerated() where panel == nil {
+                    b.pack(v, into: bPack + q * kcb * nr, p0: pc, kc: kcb, j0: jc + q * nr, nc: min(nr, ncb - q * nr))
                 }
                 let load = accumulate || pc > 0
                 var ic = i0
