@@ -23,8 +23,8 @@ import argparse
 import statistics
 import sys
 import time
-import types
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -34,29 +34,10 @@ import torch.nn.functional as F
 def stub_torchvision_if_missing():
     """segment_anything's package __init__ imports torchvision (for its predictor and mask
     generator, which this script does not use); PyPI's CUDA torchvision does not load next to a
-    CPU torch. A stand-in that fails if called is enough for the modeling classes."""
-    try:
-        import torchvision.transforms.functional  # noqa: F401
-        return
-    except Exception:
-        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[k]
-
-    def unavailable(*a, **k):
-        raise NotImplementedError("torchvision is not available")
-
-    names = ["torchvision", "torchvision.transforms", "torchvision.transforms.functional",
-             "torchvision.ops", "torchvision.ops.boxes"]
-    mods = {n: types.ModuleType(n) for n in names}
-    mods["torchvision.transforms.functional"].resize = unavailable
-    mods["torchvision.transforms.functional"].to_pil_image = unavailable
-    mods["torchvision.ops.boxes"].batched_nms = unavailable
-    mods["torchvision.ops.boxes"].box_area = unavailable
-    mods["torchvision"].transforms = mods["torchvision.transforms"]
-    mods["torchvision"].ops = mods["torchvision.ops"]
-    mods["torchvision.transforms"].functional = mods["torchvision.transforms.functional"]
-    mods["torchvision.ops"].boxes = mods["torchvision.ops.boxes"]
-    sys.modules.update(mods)
+    CPU torch. The exporter tests' stand-in (Exporter/tests/tv_stub.py) is installed then."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "Exporter" / "tests"))
+    import tv_stub
+    tv_stub.install_if_missing()
 
 
 # ---- F-LMM's UNetHead (mmseg UNet semantics) ----
