@@ -25,6 +25,7 @@
 
 import Foundation
 import NN
+import SegmentAnything
 import Tensors
 
 /// TinyVLM sizes.
@@ -45,14 +46,22 @@ public struct TinyVLMConfig: Sendable, Equatable {
     public var vocabSize: Int
     /// Longest supported sequence (positions of pos_embed).
     public var maxPositions: Int
-    /// Channels of the optional 3×3 convolution (+ GELU) before the patch embedding (0: none).
-    public var stemChannels: Int
+    /// The convolutional stem before the patch embedding: 3×3 convolutions (padding 1), each
+    /// followed by GELU, as (output channels, stride) in order (empty: none). The patch
+    /// embedding's kernel and stride are then p / (product of the strides).
+    public var stem: [TinyVLMStemConv]
+    /// Residual 3×3 convolutions at the grid's resolution after the patch embedding:
+    /// x ← x + Conv2d(D, D, 3, padding 1)(GELU(x)) (0: none).
+    public var gridConvs: Int
+    /// Bidirectional (non-causal) ViT blocks over the image tokens before the causal LM (0: none).
+    public var visionLayers: Int
     /// Initialise the image tokens' rows of pos_embed with a 2-D sine-cosine table (else N(0, 0.02²)).
     public var sincosImagePositions: Bool
 
     public init(imageSize: Int = 96, patchSize: Int = 4, dim: Int = 64, layers: Int = 4, heads: Int = 4,
                 mlpRatio: Int = 4, vocabSize: Int = Tokenizer.shapesWorld.count, maxPositions: Int? = nil,
-                stemChannels: Int = 0, sincosImagePositions: Bool = false) {
+                stem: [TinyVLMStemConv] = [], gridConvs: Int = 0, visionLayers: Int = 0,
+                sincosImagePositions: Bool = false) {
         precondition(imageSize % patchSize == 0, "TinyVLMConfig: patch size \(patchSize) must divide image size \(imageSize)")
         precondition(dim % heads == 0, "TinyVLMConfig: \(heads) heads must divide dim \(dim)")
         self.imageSize = imageSize
@@ -64,8 +73,13 @@ public struct TinyVLMConfig: Sendable, Equatable {
         self.vocabSize = vocabSize
         let g = imageSize / patchSize
         self.maxPositions = maxPositions ?? (g * g + 96)
-        self.stemChannels = stemChannels
+        self.stem = stem
+        self.gridConvs = gridConvs
+        self.visionLayers = visionLayers
         self.sincosImagePositions = sincosImagePositions
+        let strides = stem.reduce(1) { $0 * $1.stride }
+        precondition(stem.allSatisfy { $0.channels > 0 && $0.stride > 0 } && patchSize % strides == 0,
+                     "TinyVLMConfig: stem \(stem) must have positive channels and strides whose product divides the patch size \(patchSize)")
         precondition(!sincosImagePositions || dim % 4 == 0, "TinyVLMConfig: the 2-D sine-cosine table needs dim \(dim) divisible by 4")
     }
 
@@ -73,6 +87,18 @@ public struct TinyVLMConfig: Sendable, Equatable {
     public var grid: Int { imageSize / patchSize }
     /// G²: number of image tokens.
     public var imageTokens: Int { grid * grid }
+}
+
+/// One convolution of TinyVLM's stem: Conv2d(in, channels, 3, stride, padding 1) → GELU.
+public struct TinyVLMStemConv: Sendable, Equatable, CustomStringConvertible {
+    public var channels: Int
+    public var stride: Int
+    public init(channels: Int, stride: Int = 1) {
+        self.channels = channels
+        self.stride = stride
+    }
+    /// "channels:stride", the checkpoint metadata's notation.
+    public var description: String { "\(channels):\(stride)" }
 }
 
 /// What one forward pass returns.
@@ -83,6 +109,9 @@ public struct TinyVLMOutput {
     public let attentions: [Tensor]
     /// L × [T, D] hidden states (the last one after the final norm).
     public let hiddenStates: [Tensor]
+    /// [G², D] the image tokens as the causal LM receives them (patch embedding, then the
+    /// vision layers if any).
+    public let imageTokens: Tensor
 
     /// The attentions stacked to [L, NH, T, T] (outside the graph), as F-LMM indexes them.
     public func stackedAttentions() -> Tensor {
@@ -151,29 +180,73 @@ public final class TinyVLMBlock: Module {
     }
 }
 
-/// The patch-embedding stem: `patch_embed.proj` (Conv2d 3→D, kernel = stride = p), optionally
-/// after `patch_embed.stem` (Conv2d 3→C, 3×3, padding 1) and GELU.
+/// The patch embedding: the stem's convolutions `patch_embed.stem.i` (Conv2d 3×3, padding 1,
+/// each + GELU), then `patch_embed.proj` (Conv2d → D, kernel = stride = p / stem strides).
 public final class PatchEmbed: Module {
     public let proj: Conv2d
-    public let stem: Conv2d?
+    public let stem: [Conv2d]
+    /// `patch_embed.blocks.i`: the residual grid convolutions.
+    public let blocks: [Conv2d]
     public var children: [ModuleChild] {
         var c: [ModuleChild] = [.module("proj", proj)]
-        if let stem { c.append(.module("stem", stem)) }
+        if !stem.isEmpty { c.append(.list("stem", stem)) }
+        if !blocks.isEmpty { c.append(.list("blocks", blocks)) }
         return c
     }
 
-    public init(patchSize: Int, dim: Int, stemChannels: Int = 0, rng: inout PhiloxRNG) {
-        proj = Conv2d(stemChannels > 0 ? stemChannels : 3, dim, kernelSize: patchSize, stride: patchSize, rng: &rng)
-        stem = stemChannels > 0 ? Conv2d(3, stemChannels, kernelSize: 3, stride: 1, padding: 1, rng: &rng) : nil
+    public init(patchSize: Int, dim: Int, stem: [TinyVLMStemConv] = [], gridConvs: Int = 0, rng: inout PhiloxRNG) {
+        let strides = stem.reduce(1) { $0 * $1.stride }
+        proj = Conv2d(stem.last?.channels ?? 3, dim, kernelSize: patchSize / strides, stride: patchSize / strides, rng: &rng)
+        var convs: [Conv2d] = [], inChannels = 3
+        for c in stem {
+            convs.append(Conv2d(inChannels, c.channels, kernelSize: 3, stride: c.stride, padding: 1, rng: &rng))
+            inChannels = c.channels
+        }
+        self.stem = convs
+        blocks = (0..<gridConvs).map { _ in Conv2d(dim, dim, kernelSize: 3, stride: 1, padding: 1, rng: &rng) }
     }
 
-    /// pixel values [3, S, S] → image tokens [G², D] (row-major over the grid).
+    /// pixel values [3, S, S] → image tokens [1, G, G, D] (channels last, row-major grid).
     public func callAsFunction(_ pixels: Tensor) -> Tensor {
         var x = pixels.unsqueeze(0)
-        if let stem { x = stem(x).geluVectorized() }
-        let y = proj(x)                                            // [1, D, G, G]
-        let d = y.shape[1], n = y.shape[2] * y.shape[3]
-        return y.reshape([d, n]).transpose(0, 1)                   // [G², D]
+        for conv in stem { x = conv(x).geluVectorized() }
+        x = proj(x)                                                // [1, D, G, G]
+        for block in blocks { x = x + block(x.geluVectorized()) }
+        return x.permute([0, 2, 3, 1])                             // [1, G, G, D]
+    }
+}
+
+/// Bidirectional ViT layers over the image tokens, as an LMM's vision encoder runs before its
+/// causal LM: x + pos_embed, then `blocks.i` (SAM's ViTBlock: global attention, no relative
+/// positions, qkv bias, LayerNorm eps 1e-5). Keys `pos_embed` [1, G, G, D] (initialised with the
+/// 2-D sine-cosine table), `blocks.i.*`, and `attribute_head` (Linear D → 18), which is used only
+/// by pretraining: the vision encoder's own supervised objective (TinyVLMPretraining.swift),
+/// never by the frozen model's forward.
+public final class VisionTower: Module {
+    public let posEmbed: Tensor
+    public let blocks: [ViTBlock]
+    public let attributeHead: Linear
+    public var children: [ModuleChild] {
+        [.parameter("pos_embed", posEmbed), .list("blocks", blocks), .module("attribute_head", attributeHead)]
+    }
+
+    /// Logit groups of `attribute_head`: shape (none + 6), colour (none + 7), size (none + 2).
+    public static let attributeClasses = [1 + ShapeKind.allCases.count, 1 + ShapeColor.allCases.count,
+                                          1 + SizeClass.allCases.count]
+
+    public init(_ c: TinyVLMConfig, rng: inout PhiloxRNG) {
+        let g = c.grid
+        posEmbed = Tensor(shape: [1, g, g, c.dim], data: TinyVLM.sincos2D(grid: g, dim: c.dim), requiresGrad: true)
+        blocks = (0..<c.visionLayers).map { _ in
+            ViTBlock(dim: c.dim, numHeads: c.heads, mlpRatio: Double(c.mlpRatio), qkvBias: true, useRelPos: false,
+                     windowSize: 0, inputSize: (g, g), layerNormEps: 1e-5, rng: &rng)
+        }
+        attributeHead = Linear(c.dim, VisionTower.attributeClasses.reduce(0, +), rng: &rng)
+    }
+
+    /// [1, G, G, D] → [1, G, G, D].
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        blocks.reduce(x + posEmbed) { y, block in block(y) }
     }
 }
 
@@ -181,6 +254,8 @@ public final class PatchEmbed: Module {
 public final class TinyVLM: Module {
     public let config: TinyVLMConfig
     public let patchEmbed: PatchEmbed
+    /// The bidirectional vision layers (`vision.*`), present when `visionLayers` > 0.
+    public let vision: VisionTower?
     public let tokEmbeddings: Embedding
     public let posEmbed: Embedding
     public let layers: [TinyVLMBlock]
@@ -188,8 +263,10 @@ public final class TinyVLM: Module {
     public let lmHead: Linear
 
     public var children: [ModuleChild] {
-        [.module("patch_embed", patchEmbed), .module("tok_embeddings", tokEmbeddings), .module("pos_embed", posEmbed),
-         .list("layers", layers), .module("norm", norm), .module("lm_head", lmHead)]
+        var c: [ModuleChild] = [.module("patch_embed", patchEmbed)]
+        if let vision { c.append(.module("vision", vision)) }
+        return c + [.module("tok_embeddings", tokEmbeddings), .module("pos_embed", posEmbed),
+                    .list("layers", layers), .module("norm", norm), .module("lm_head", lmHead)]
     }
 
     /// A freshly initialised model: PyTorch defaults for Linear / Conv2d / LayerNorm, and
@@ -197,7 +274,9 @@ public final class TinyVLM: Module {
     /// declaration order.
     public init(_ config: TinyVLMConfig, rng: inout PhiloxRNG) {
         self.config = config
-        patchEmbed = PatchEmbed(patchSize: config.patchSize, dim: config.dim, stemChannels: config.stemChannels, rng: &rng)
+        patchEmbed = PatchEmbed(patchSize: config.patchSize, dim: config.dim, stem: config.stem,
+                                gridConvs: config.gridConvs, rng: &rng)
+        vision = config.visionLayers > 0 ? VisionTower(config, rng: &rng) : nil
         tokEmbeddings = Embedding(config.vocabSize, config.dim, rng: &rng)
         Init.normal(tokEmbeddings.weight, std: 0.02, rng: &rng)
         posEmbed = Embedding(config.maxPositions, config.dim, rng: &rng)
@@ -255,7 +334,9 @@ public final class TinyVLM: Module {
                      "TinyVLM: sequence has \(sequence.imageCount) image tokens, the model's grid gives \(c.imageTokens)")
         let t = sequence.count
         precondition(t <= c.maxPositions, "TinyVLM: sequence of \(t) tokens exceeds max positions \(c.maxPositions)")
-        let image = patchEmbed(pixelValues)                                     // [G², D]
+        var grid = patchEmbed(pixelValues)                                      // [1, G, G, D]
+        if let vision { grid = vision(grid) }
+        let image = grid.reshape([c.imageTokens, c.dim])                        // [G², D]
         let before = tokEmbeddings(Array(sequence.ids[0..<sequence.imageStart]))
         let after = tokEmbeddings(Array(sequence.ids[(sequence.imageStart + sequence.imageCount)...]))
         var x = cat([before, image, after], dim: 0) + posEmbed(Array(0..<t))    // [T, D]
@@ -267,7 +348,7 @@ public final class TinyVLM: Module {
             hidden.append(l == layers.count - 1 ? TinyVLMBlock.norm(norm, y) : y)
         }
         let logits = lmHead(hidden[hidden.count - 1])
-        return TinyVLMOutput(logits: logits, attentions: attentions, hiddenStates: hidden)
+        return TinyVLMOutput(logits: logits, attentions: attentions, hiddenStates: hidden, imageTokens: image)
     }
 
     /// Mean next-token cross-entropy over the caption: positions textStart−1 … T−2 predict

@@ -1,6 +1,6 @@
 // TinyVLM weights as safetensors: F32 tensors under the model's state-dict keys, and the
 // config in the header's metadata (image_size, patch_size, dim, layers, heads, mlp_ratio,
-// vocab_size, max_positions, stem_channels). `sincosImagePositions` only chooses an
+// vocab_size, max_positions, stem as 'channels:stride,…', vision_layers). `sincosImagePositions` only chooses an
 // initialisation, so it is not stored and a loaded model's config has it false.
 // Loading is strict: a missing, extra or misshaped tensor, a non-F32 tensor or a missing /
 // malformed config entry is a `TinyVLMCheckpointError` naming the file.
@@ -22,7 +22,8 @@ extension TinyVLMConfig {
     public var metadata: [String: String] {
         ["format": "tinyvlm", "image_size": "\(imageSize)", "patch_size": "\(patchSize)", "dim": "\(dim)",
          "layers": "\(layers)", "heads": "\(heads)", "mlp_ratio": "\(mlpRatio)", "vocab_size": "\(vocabSize)",
-         "max_positions": "\(maxPositions)", "stem_channels": "\(stemChannels)"]
+         "max_positions": "\(maxPositions)", "stem": stem.map(\.description).joined(separator: ","),
+         "grid_convs": "\(gridConvs)", "vision_layers": "\(visionLayers)"]
     }
 }
 
@@ -47,16 +48,29 @@ extension TinyVLM {
             }
             return v
         }
+        func stem() throws -> [TinyVLMStemConv] {
+            guard let s = file.metadata["stem"] else {
+                throw TinyVLMCheckpointError(file: path, reason: "metadata 'stem' missing (expected 'channels:stride,…' or empty)")
+            }
+            return try s.split(separator: ",").map { item in
+                let parts = item.split(separator: ":").compactMap { Int($0) }
+                guard parts.count == 2, parts[0] > 0, parts[1] > 0 else {
+                    throw TinyVLMCheckpointError(file: path, reason: "metadata 'stem' entry '\(item)' is not 'channels:stride' with positive integers")
+                }
+                return TinyVLMStemConv(channels: parts[0], stride: parts[1])
+            }
+        }
         guard file.metadata["format"] == "tinyvlm" else {
             throw TinyVLMCheckpointError(file: path, reason: "metadata 'format' is \(file.metadata["format"] ?? "missing"), expected 'tinyvlm'")
         }
         let (s, p, d, h) = (try int("image_size"), try int("patch_size"), try int("dim"), try int("heads"))
-        guard s % p == 0, d % h == 0 else {
-            throw TinyVLMCheckpointError(file: path, reason: "inconsistent config: image_size \(s), patch_size \(p), dim \(d), heads \(h)")
+        let stemConvs = try stem()
+        guard s % p == 0, d % h == 0, p % stemConvs.reduce(1, { $0 * $1.stride }) == 0 else {
+            throw TinyVLMCheckpointError(file: path, reason: "inconsistent config: image_size \(s), patch_size \(p), dim \(d), heads \(h), stem \(stemConvs)")
         }
         let config = TinyVLMConfig(imageSize: s, patchSize: p, dim: d, layers: try int("layers"), heads: h,
                                    mlpRatio: try int("mlp_ratio"), vocabSize: try int("vocab_size"),
-                                   maxPositions: try int("max_positions"), stemChannels: try count("stem_channels"))
+                                   maxPositions: try int("max_positions"), stem: stemConvs, gridConvs: try count("grid_convs"), visionLayers: try count("vision_layers"))
         for e in file.entries where e.dtype != .F32 {
             throw TinyVLMCheckpointError(file: path, reason: "tensor '\(e.name)' is \(e.dtype.rawValue), expected F32")
         }

@@ -42,6 +42,9 @@ public struct TinyVLMEvaluationResult: Sendable {
     public var attributeTokens: Int
     /// Token accuracy per word class ("size", "colour", "shape").
     public var tokenAccuracyByClass: [String: Double]
+    /// With vision layers: the accuracy of `attribute_head` on the cells over an object, per
+    /// label group ("shape", "colour", "size"), against `TinyVLMPretraining.cellAttributes`.
+    public var cellAttributeAccuracy: [String: Double]
 
     /// The layer with the highest pointing accuracy (lowest index on ties).
     public var bestLayer: Int {
@@ -147,6 +150,7 @@ public enum TinyVLMEvaluation {
         var kindHits: [ExpressionKind: [Int]] = [:], kindCount: [ExpressionKind: Int] = [:]
         var tokenHits = 0, tokenCount = 0
         var classHits: [String: Int] = [:], classCount: [String: Int] = [:]
+        var cellHits = [0, 0, 0], cellCount = 0
         func wordClass(_ id: Int) -> String {
             let w = tokenizer.vocabulary[id]
             if SizeClass.allCases.contains(where: { $0.name == w }) { return "size" }
@@ -174,6 +178,20 @@ public enum TinyVLMEvaluation {
                 }
                 kindHits[phrase.kind] = kh
             }
+            if let vision = model.vision {
+                let labels = TinyVLMPretraining.cellAttributes(sample.scene, meta: meta, grid: c.grid)
+                let logits = Autograd.noGrad { vision.attributeHead(out.imageTokens) }.data
+                let width = VisionTower.attributeClasses.reduce(0, +)
+                for cell in 0..<c.imageTokens where labels[0][cell] > 0 {
+                    cellCount += 1
+                    var offset = 0
+                    for (group, classes) in VisionTower.attributeClasses.enumerated() {
+                        let row = Array(logits[(cell * width + offset)..<(cell * width + offset + classes)])
+                        if argmax(row.map(Double.init)) == labels[group][cell] { cellHits[group] += 1 }
+                        offset += classes
+                    }
+                }
+            }
             // Token accuracy on the canonical caption.
             let canon = TinyVLMPretraining.canonicalSample(sample)
             let cseq = try! VLMSequence(tokenizer: tokenizer, imageTokens: c.imageTokens, sample: canon)
@@ -197,6 +215,7 @@ public enum TinyVLMEvaluation {
             pointingPerLayer: hits.map { Double($0) / Double(Swift.max(phrases, 1)) },
             pointingChance: chance / Double(Swift.max(phrases, 1)), phrases: phrases, perKind: perKind,
             tokenAccuracy: Double(tokenHits) / Double(Swift.max(tokenCount, 1)), attributeTokens: tokenCount,
-            tokenAccuracyByClass: Dictionary(uniqueKeysWithValues: classCount.map { ($0.key, Double(classHits[$0.key] ?? 0) / Double($0.value)) }))
+            tokenAccuracyByClass: Dictionary(uniqueKeysWithValues: classCount.map { ($0.key, Double(classHits[$0.key] ?? 0) / Double($0.value)) }),
+            cellAttributeAccuracy: cellCount == 0 ? [:] : Dictionary(uniqueKeysWithValues: zip(["shape", "colour", "size"], cellHits.map { Double($0) / Double(cellCount) })))
     }
 }

@@ -40,6 +40,17 @@ struct World: ParsableCommand {
         @Option(help: .hidden) var lr: Double?
         @Option(help: .hidden) var batch: Int?
         @Option(help: .hidden) var descriptionFraction: Double?
+        /// Model variants for experiments: image size, patch size, stem ("channels:stride,…"),
+        /// vision layers, dim, LM layers.
+        @Option(help: .hidden) var imageSize: Int?
+        @Option(help: .hidden) var patch: Int?
+        @Option(help: .hidden) var stem: String?
+        @Option(help: .hidden) var visionLayers: Int?
+        @Option(help: .hidden) var gridConvs: Int?
+        @Option(help: .hidden) var dim: Int?
+        @Option(help: .hidden) var layers: Int?
+        @Option(help: .hidden) var attributeWeight: Double?
+        @Option(help: .hidden) var trainScenes: Int?
         /// Runs only the first N steps and prints the SHA-256 of the losses' and the weights' Float
         /// bits (what TinyVLMPretrainTests pins) instead of writing a checkpoint.
         @Option(help: .hidden) var prefixDigests: Int?
@@ -50,8 +61,19 @@ struct World: ParsableCommand {
             if let lr { cfg.lr = lr }
             if let batch { cfg.batchSize = batch }
             if let descriptionFraction { cfg.descriptionFraction = descriptionFraction }
-            if lr != nil || batch != nil || descriptionFraction != nil {
-                World.stderr("pretrain-vlm: NOT the standard config (lr \(cfg.lr), batch \(cfg.batchSize), descriptions \(cfg.descriptionFraction))")
+            if let attributeWeight { cfg.attributeWeight = attributeWeight }
+            if let trainScenes { cfg.trainScenes = trainScenes }
+            let m = cfg.model
+            cfg.model = TinyVLMConfig(
+                imageSize: imageSize ?? m.imageSize, patchSize: patch ?? m.patchSize, dim: dim ?? m.dim,
+                layers: layers ?? m.layers, heads: m.heads, mlpRatio: m.mlpRatio, vocabSize: m.vocabSize,
+                stem: stem.map { $0.split(separator: ",").map {
+                    let p = $0.split(separator: ":").map { Int($0)! }
+                    return TinyVLMStemConv(channels: p[0], stride: p[1])
+                } } ?? m.stem,
+                gridConvs: gridConvs ?? m.gridConvs, visionLayers: visionLayers ?? m.visionLayers, sincosImagePositions: m.sincosImagePositions)
+            if cfg != .standard.with(steps: cfg.steps) {
+                World.stderr("pretrain-vlm: NOT the standard config (lr \(cfg.lr), batch \(cfg.batchSize), descriptions \(cfg.descriptionFraction), model \(cfg.model))")
             }
             World.stderr("pretrain-vlm: \(cfg.steps) steps × \(cfg.batchSize) samples, grid \(cfg.model.grid)×\(cfg.model.grid), D \(cfg.model.dim), L \(cfg.model.layers), NH \(cfg.model.heads), threads \(Parallel.threads)")
             if let n = prefixDigests {
@@ -112,6 +134,9 @@ struct World: ParsableCommand {
             print("metric token_count \(r.attributeTokens)")
             for cls in ["size", "colour", "shape"] {
                 if let a = r.tokenAccuracyByClass[cls] { print("metric token_accuracy_\(cls) \(a)") }
+            }
+            for cls in ["shape", "colour", "size"] {
+                if let a = r.cellAttributeAccuracy[cls] { print("metric cell_attribute_accuracy_\(cls) \(a)") }
             }
         }
     }
