@@ -1,7 +1,11 @@
 // TinyVLM: a small multimodal causal language model over [<bos>, image tokens, prompt, text].
 //
-//   pixel values [3, S, S] ─ patch_embed (Conv2d 3→D, kernel = stride = p) ─► [D, G, G]
-//       → flatten row-major → [G², D] image tokens (G = S / p)
+//   The vision encoder (each part optional, see TinyVLMConfig):
+//   pixel values [3, S, S] ─ patch_embed.stem.i (Conv2d 3×3, stride s_i, padding 1, + GELU)
+//       ─ patch_embed.proj (Conv2d → D, kernel = stride = p / Π s_i) ─► [D, G, G]   (G = S / p)
+//       ─ patch_embed.blocks.i: x ← x + Conv2d(D, D, 3, padding 1)(GELU(x))
+//       → channels last [1, G, G, D] ─ vision: + vision.pos_embed, then bidirectional ViT blocks
+//       vision.blocks.i (SAM's ViTBlock, global attention) → flatten row-major → [G², D]
 //   token ids [T] ─ tok_embeddings ─► [T, D]; image positions take the image tokens instead
 //   x = tokens + pos_embed[0..<T]
 //   L pre-norm blocks:  x = x + attn(ln_1(x));  x = x + mlp(ln_2(x))
@@ -20,7 +24,8 @@
 //   attentions[l]   [NH, T, T]  the softmax probabilities of block l;
 //   hiddenStates[l] [T, D]      block l's output for l < L−1, and the final-norm output for the
 //                               last one (HF's hidden_states[-L:] = hidden_states[1:]).
-// State-dict keys: patch_embed.proj.{weight,bias}, tok_embeddings.weight, pos_embed.weight,
+// State-dict keys: patch_embed.{proj, stem.i, blocks.i}.{weight,bias}, vision.pos_embed,
+// vision.blocks.i.* (ViTBlock keys), vision.attribute_head.*, tok_embeddings.weight, pos_embed.weight,
 // layers.i.{ln_1, attn.qkv, attn.proj, ln_2, mlp.fc1, mlp.fc2}.{weight,bias}, norm.*, lm_head.*.
 
 import Foundation
