@@ -64,14 +64,22 @@ struct World: ParsableCommand {
             if let attributeWeight { cfg.attributeWeight = attributeWeight }
             if let trainScenes { cfg.trainScenes = trainScenes }
             let m = cfg.model
+            let stemConvs = try stem.map { try $0.split(separator: ",").map { item in
+                let p = item.split(separator: ":").compactMap { Int($0) }
+                guard p.count == 2, p[0] > 0, p[1] > 0 else {
+                    throw ValidationError("--stem entry '\(item)': expected channels:stride with positive integers")
+                }
+                return TinyVLMStemConv(channels: p[0], stride: p[1])
+            } } ?? m.stem
+            let (size, p, d) = (imageSize ?? m.imageSize, patch ?? m.patchSize, dim ?? m.dim)
+            let strides = stemConvs.reduce(1) { $0 * $1.stride }
+            guard size > 0, p > 0, size % p == 0, p % strides == 0, d > 0, d % m.heads == 0, d % 4 == 0 else {
+                throw ValidationError("--image-size \(size), --patch \(p), --stem strides \(strides), --dim \(d): need patch | image size, strides | patch, \(m.heads) heads | dim and 4 | dim")
+            }
             cfg.model = TinyVLMConfig(
-                imageSize: imageSize ?? m.imageSize, patchSize: patch ?? m.patchSize, dim: dim ?? m.dim,
-                layers: layers ?? m.layers, heads: m.heads, mlpRatio: m.mlpRatio, vocabSize: m.vocabSize,
-                stem: stem.map { $0.split(separator: ",").map {
-                    let p = $0.split(separator: ":").map { Int($0)! }
-                    return TinyVLMStemConv(channels: p[0], stride: p[1])
-                } } ?? m.stem,
-                gridConvs: gridConvs ?? m.gridConvs, visionLayers: visionLayers ?? m.visionLayers, sincosImagePositions: m.sincosImagePositions)
+                imageSize: size, patchSize: p, dim: d, layers: layers ?? m.layers, heads: m.heads, mlpRatio: m.mlpRatio,
+                vocabSize: m.vocabSize, stem: stemConvs, gridConvs: gridConvs ?? m.gridConvs,
+                visionLayers: visionLayers ?? m.visionLayers, sincosImagePositions: m.sincosImagePositions)
             if cfg != .standard.with(steps: cfg.steps) {
                 World.stderr("pretrain-vlm: NOT the standard config (lr \(cfg.lr), batch \(cfg.batchSize), descriptions \(cfg.descriptionFraction), model \(cfg.model))")
             }
