@@ -7,6 +7,7 @@ import Foundation
 import XCTest
 import FLMMExperiments
 import Formats
+import GroundingCache
 
 final class ExperimentGridTests: XCTestCase {
     /// The folder of the package's built products: beside the test runner, else .build/release.
@@ -87,6 +88,32 @@ final class ExperimentGridTests: XCTestCase {
             }
         }
         return out
+    }
+
+    /// A profile's default cache that was made from other checkpoints is rebuilt from the current
+    /// ones, with a message naming the stale digest, never silently reused.
+    func testStaleDefaultCacheIsRebuilt() throws {
+        let committed = URL(fileURLWithPath: "Checkpoints/tinyvlm.safetensors")
+        // The same weights under another digest: one more metadata entry.
+        let file = try SafeTensors.read(committed)
+        let copy = dir.appendingPathComponent("tinyvlm-copy.safetensors")
+        try SafeTensors.write(tensors: file.floatTensors, metadata: file.metadata.merging(["note": "copy"]) { a, _ in a }, to: copy)
+        let (oldDigest, newDigest) = (try FileDigest.sha256(committed), try FileDigest.sha256(copy))
+        XCTAssertNotEqual(oldDigest, newDigest)
+        let out = dir.appendingPathComponent("out")
+        let train = out.appendingPathComponent("caches/shapesworld-smoke-train-v1.nc")
+        let (s1, e1) = try runCapturing("ablate-merge", ["--profile", "smoke", "--steps", "1", "--out", out.path])
+        XCTAssertEqual(s1, 0, e1)
+        XCTAssertEqual(try GroundingCacheReader(url: train).header.provenance["vlm_checkpoint_sha256"], oldDigest)
+        // The finished Results would not match the new caches: start the grid afresh, keep the caches.
+        for name in try FileManager.default.contentsOfDirectory(atPath: out.path) where name != "caches" {
+            try FileManager.default.removeItem(at: out.appendingPathComponent(name))
+        }
+        let (s2, e2) = try runCapturing("ablate-merge", ["--profile", "smoke", "--steps", "1", "--out", out.path,
+                                                         "--tinyvlm", copy.path])
+        XCTAssertEqual(s2, 0, e2)
+        XCTAssertTrue(e2.contains("vlm_checkpoint_sha256 \(oldDigest) is not the current \(newDigest); rebuilding"), e2)
+        XCTAssertEqual(try GroundingCacheReader(url: train).header.provenance["vlm_checkpoint_sha256"], newDigest)
     }
 
     func testKilledGridResumesBitwiseAndShardsMerge() throws {
