@@ -1,7 +1,8 @@
 // TinyVLM weights as safetensors: F32 tensors under the model's state-dict keys, and the
 // config in the header's metadata (image_size, patch_size, dim, layers, heads, mlp_ratio,
-// vocab_size, max_positions, stem as 'channels:stride,…', vision_layers). `sincosImagePositions` only chooses an
-// initialisation, so it is not stored and a loaded model's config has it false.
+// vocab_size, max_positions, stem as "channels:stride,…" (empty: none), grid_convs, vision_layers).
+// `sincosImagePositions` only chooses an initialisation, so it is not stored and a loaded
+// model's config has it false.
 // Loading is strict: a missing, extra or misshaped tensor, a non-F32 tensor or a missing /
 // malformed config entry is a `TinyVLMCheckpointError` naming the file.
 

@@ -23,6 +23,10 @@
 // `TinyVLMPretraining.canonicalSample`): over every caption position whose target word is a
 // size, colour or shape noun, the fraction where the argmax of the previous position's logits
 // (the first maximal id on ties) is that word.
+// Cell attribute accuracy (models with vision layers, on the same scenes): over the image
+// tokens whose cell centre lies on an object (`TinyVLMPretraining.cellAttributes`), the fraction
+// where the argmax of `vision.attribute_head`'s logits in each group (shape, colour, size) is
+// the object's class: how well the vision encoder alone tells the attributes apart.
 
 import FLMM
 import Tensors
