@@ -64,24 +64,25 @@ extension ExperimentOptions {
         guard valCache == nil else { throw ExperimentError("--val-cache needs --cache too") }
         let dir = URL(fileURLWithPath: out).appendingPathComponent("caches")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // A cache built from other checkpoints (e.g. before `make pretrain` changed them) is
+        // rebuilt, never silently reused: its provenance digests must be the current ones.
+        var current: [String: String] = [:]
+        for (key, path) in [("vlm_checkpoint_sha256", tinyvlm), ("sam_checkpoint_sha256", tinysam)]
+        where FileManager.default.fileExists(atPath: path) {
+            current[key] = try FileDigest.sha256(URL(fileURLWithPath: path))
+        }
         var urls: [URL] = []
         for (split, count) in [(Split.train, profile.trainSamples), (Split.val, profile.valSamples)] {
             let url = dir.appendingPathComponent("shapesworld-\(profile.name)-\(split)-v\(GroundingCache.schemaVersion).nc")
-            if FileManager.default.fileExists(atPath: url.path) {
-                // A cache built from other checkpoints (e.g. before `make pretrain` changed them)
-                // is rebuilt, never silently reused.
+            var build = !FileManager.default.fileExists(atPath: url.path)
+            if !build {
                 let made = try GroundingCacheReader(url: url).header.provenance
-                var current: [String: String] = [:]
-                for (key, path) in [("vlm_checkpoint_sha256", tinyvlm), ("sam_checkpoint_sha256", tinysam)]
-                where FileManager.default.fileExists(atPath: path) {
-                    current[key] = try FileDigest.sha256(URL(fileURLWithPath: path))
-                }
                 if let stale = current.keys.sorted().first(where: { made[$0] != current[$0] }) {
                     progress("cache \(url.lastPathComponent): \(stale) \(made[stale] ?? "missing") is not the current \(current[stale]!); rebuilding")
-                    try ExperimentOptions.buildCache(split: split, count: count, to: url, vlmPath: tinyvlm, samPath: tinysam,
-                                                     progress: progress)
+                    build = true
                 }
-            } else {
+            }
+            if build {
                 try ExperimentOptions.buildCache(split: split, count: count, to: url, vlmPath: tinyvlm, samPath: tinysam,
                                                  progress: progress)
             }

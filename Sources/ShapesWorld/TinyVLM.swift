@@ -67,8 +67,10 @@ public struct TinyVLMConfig: Sendable, Equatable {
                 mlpRatio: Int = 4, vocabSize: Int = Tokenizer.shapesWorld.count, maxPositions: Int? = nil,
                 stem: [TinyVLMStemConv] = [], gridConvs: Int = 0, visionLayers: Int = 0,
                 sincosImagePositions: Bool = false) {
-        precondition(imageSize % patchSize == 0, "TinyVLMConfig: patch size \(patchSize) must divide image size \(imageSize)")
-        precondition(dim % heads == 0, "TinyVLMConfig: \(heads) heads must divide dim \(dim)")
+        if let problem = TinyVLMConfig.problem(imageSize: imageSize, patchSize: patchSize, dim: dim, heads: heads,
+                                               stem: stem, sincosImagePositions: sincosImagePositions) {
+            preconditionFailure("TinyVLMConfig: \(problem)")
+        }
         self.imageSize = imageSize
         self.patchSize = patchSize
         self.dim = dim
@@ -82,10 +84,22 @@ public struct TinyVLMConfig: Sendable, Equatable {
         self.gridConvs = gridConvs
         self.visionLayers = visionLayers
         self.sincosImagePositions = sincosImagePositions
-        let strides = stem.reduce(1) { $0 * $1.stride }
-        precondition(stem.allSatisfy { $0.channels > 0 && $0.stride > 0 } && patchSize % strides == 0,
-                     "TinyVLMConfig: stem \(stem) must have positive channels and strides whose product divides the patch size \(patchSize)")
-        precondition(!sincosImagePositions || dim % 4 == 0, "TinyVLMConfig: the 2-D sine-cosine table needs dim \(dim) divisible by 4")
+    }
+
+    /// Why these sizes cannot make a TinyVLM, or nil when they can. The one check behind the
+    /// initialiser's precondition, the checkpoint loader's error and `flmm world pretrain-vlm`'s
+    /// usage error.
+    public static func problem(imageSize: Int, patchSize: Int, dim: Int, heads: Int, stem: [TinyVLMStemConv],
+                               sincosImagePositions: Bool) -> String? {
+        if imageSize <= 0 || patchSize <= 0 || imageSize % patchSize != 0 {
+            return "patch size \(patchSize) must be positive and divide image size \(imageSize)"
+        }
+        if heads <= 0 || dim <= 0 || dim % heads != 0 { return "\(heads) heads must divide dim \(dim)" }
+        if !stem.allSatisfy({ $0.channels > 0 && $0.stride > 0 }) || patchSize % stem.totalStride != 0 {
+            return "stem \(stem) must have positive channels and strides whose product divides the patch size \(patchSize)"
+        }
+        if sincosImagePositions && dim % 4 != 0 { return "the 2-D sine-cosine table needs dim \(dim) divisible by 4" }
+        return nil
     }
 
     /// G: image tokens per side.
@@ -102,8 +116,20 @@ public struct TinyVLMStemConv: Sendable, Equatable, CustomStringConvertible {
         self.channels = channels
         self.stride = stride
     }
-    /// "channels:stride", the checkpoint metadata's notation.
+    /// "channels:stride", the notation of the checkpoint metadata and of `--stem`.
     public var description: String { "\(channels):\(stride)" }
+
+    /// Parses "channels:stride"; nil unless both are positive integers.
+    public init?(_ text: Substring) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map { Int($0) }
+        guard parts.count == 2, let c = parts[0], let s = parts[1], c > 0, s > 0 else { return nil }
+        self.init(channels: c, stride: s)
+    }
+}
+
+public extension Array where Element == TinyVLMStemConv {
+    /// How much the stem downsamples: the product of its strides.
+    var totalStride: Int { reduce(1) { $0 * $1.stride } }
 }
 
 /// What one forward pass returns.
@@ -200,8 +226,8 @@ public final class PatchEmbed: Module {
     }
 
     public init(patchSize: Int, dim: Int, stem: [TinyVLMStemConv] = [], gridConvs: Int = 0, rng: inout PhiloxRNG) {
-        let strides = stem.reduce(1) { $0 * $1.stride }
-        proj = Conv2d(stem.last?.channels ?? 3, dim, kernelSize: patchSize / strides, stride: patchSize / strides, rng: &rng)
+        let k = patchSize / stem.totalStride
+        proj = Conv2d(stem.last?.channels ?? 3, dim, kernelSize: k, stride: k, rng: &rng)
         var convs: [Conv2d] = [], inChannels = 3
         for c in stem {
             convs.append(Conv2d(inChannels, c.channels, kernelSize: 3, stride: c.stride, padding: 1, rng: &rng))

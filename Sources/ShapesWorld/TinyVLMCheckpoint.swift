@@ -54,11 +54,10 @@ extension TinyVLM {
                 throw TinyVLMCheckpointError(file: path, reason: "metadata 'stem' missing (expected 'channels:stride,…' or empty)")
             }
             return try s.split(separator: ",").map { item in
-                let parts = item.split(separator: ":").compactMap { Int($0) }
-                guard parts.count == 2, parts[0] > 0, parts[1] > 0 else {
+                guard let conv = TinyVLMStemConv(item) else {
                     throw TinyVLMCheckpointError(file: path, reason: "metadata 'stem' entry '\(item)' is not 'channels:stride' with positive integers")
                 }
-                return TinyVLMStemConv(channels: parts[0], stride: parts[1])
+                return conv
             }
         }
         guard file.metadata["format"] == "tinyvlm" else {
@@ -66,8 +65,9 @@ extension TinyVLM {
         }
         let (s, p, d, h) = (try int("image_size"), try int("patch_size"), try int("dim"), try int("heads"))
         let stemConvs = try stem()
-        guard s % p == 0, d % h == 0, p % stemConvs.reduce(1, { $0 * $1.stride }) == 0 else {
-            throw TinyVLMCheckpointError(file: path, reason: "inconsistent config: image_size \(s), patch_size \(p), dim \(d), heads \(h), stem \(stemConvs)")
+        if let problem = TinyVLMConfig.problem(imageSize: s, patchSize: p, dim: d, heads: h, stem: stemConvs,
+                                               sincosImagePositions: false) {
+            throw TinyVLMCheckpointError(file: path, reason: "inconsistent config: \(problem)")
         }
         let config = TinyVLMConfig(imageSize: s, patchSize: p, dim: d, layers: try int("layers"), heads: h,
                                    mlpRatio: try int("mlp_ratio"), vocabSize: try int("vocab_size"),

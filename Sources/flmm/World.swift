@@ -65,16 +65,15 @@ struct World: ParsableCommand {
             if let trainScenes { cfg.trainScenes = trainScenes }
             let m = cfg.model
             let stemConvs = try stem.map { try $0.split(separator: ",").map { item in
-                let p = item.split(separator: ":").compactMap { Int($0) }
-                guard p.count == 2, p[0] > 0, p[1] > 0 else {
+                guard let conv = TinyVLMStemConv(item) else {
                     throw ValidationError("--stem entry '\(item)': expected channels:stride with positive integers")
                 }
-                return TinyVLMStemConv(channels: p[0], stride: p[1])
+                return conv
             } } ?? m.stem
             let (size, p, d) = (imageSize ?? m.imageSize, patch ?? m.patchSize, dim ?? m.dim)
-            let strides = stemConvs.reduce(1) { $0 * $1.stride }
-            guard size > 0, p > 0, size % p == 0, p % strides == 0, d > 0, d % m.heads == 0, d % 4 == 0 else {
-                throw ValidationError("--image-size \(size), --patch \(p), --stem strides \(strides), --dim \(d): need patch | image size, strides | patch, \(m.heads) heads | dim and 4 | dim")
+            if let problem = TinyVLMConfig.problem(imageSize: size, patchSize: p, dim: d, heads: m.heads, stem: stemConvs,
+                                                   sincosImagePositions: m.sincosImagePositions) {
+                throw ValidationError("--image-size \(size), --patch \(p), --stem, --dim \(d): \(problem)")
             }
             cfg.model = TinyVLMConfig(
                 imageSize: size, patchSize: p, dim: d, layers: layers ?? m.layers, heads: m.heads, mlpRatio: m.mlpRatio,
