@@ -13,19 +13,19 @@
 //   3 multimask outputs + 1 single mask, IoU head (3 layers, 64 hidden)
 //   ─► low-res masks [B, K, 64, 64] (4 × the 16×16 grid: one cell per 2 encoder-frame pixels,
 //   at most 2.5 original pixels for the largest scenes).
-// Why patch 8 and not 4 (measured, 2 cores, load ≈ 7): a step of 2 scenes took 0.21 s with
-// patch 8 and 1.6 s with patch 4 (32×32 grid, 128×128 low-res masks), so only patch 8 trains
-// enough steps in the pretraining budget. The resolution ceiling of the 64×64 low-res masks,
-// measured with ideal logits (each low-res cell's mask coverage − ½, then postprocess_masks
-// and threshold 0) on the objects of 100 val scenes: mIoU 0.958 (small objects 0.936), against
-// 0.994 for 128×128; so 16×16 leaves room for the 0.85 target.
-// Measured with the committed checkpoint (TinySAMPretrainConfig.standard, 2400 steps of 2
-// scenes): box mIoU 0.783 and point mIoU 0.767 on all objects of 200 val scenes, BELOW
-// the 0.85 target. Per object (100 val scenes): small 0.74, large 0.83; stars 0.65, triangles
-// 0.72, hexagons 0.86; median 0.82, 23 of 364 objects below 0.5. The training loss flattens
-// from step ≈ 1000; a wider variant (encoder dim 96, prompt/decoder dim 128, 1.41 M parameters,
-// 2800 steps, 766 s CPU) followed the same box-loss curve and reached box mIoU 0.792, point
-// 0.774: no real gain for 3× the parameters, so the smaller size stays.
+// Why patch 8 and not 4 (measured on 1 thread, two runs side by side on the 2 cores): a step
+// of 2 scenes takes 0.14 s with patch 8 and 0.61 s with patch 4 (32×32 grid, 128×128 low-res
+// masks), and both reach the 0.85 target when trained long enough (box mIoU 0.866 after 7200
+// patch-8 steps in 1040 s; 0.867 after 2000 patch-4 steps in 1230 s). Patch 4 would also make
+// every F-LMM refiner step and the cached embedding 4× larger, so patch 8 stays.
+// The resolution ceiling of the 64×64 low-res masks, measured with ideal logits (each low-res
+// cell's mask coverage − ½, then postprocess_masks and threshold 0) on the objects of 100 val
+// scenes: mIoU 0.958 (small objects 0.936), against 0.994 for 128×128.
+// Measured with the committed checkpoint (TinySAMPretrainConfig.standard: 7200 steps of 2
+// scenes from 20,000 train scenes): box mIoU 0.866 and point mIoU 0.845 on all objects of
+// the 200 val scenes (`flmm world evaluate-sam`). The former standard, 2400 steps over 4000
+// scenes, stopped at box 0.783 / point 0.767; a 3× wider model trained as long reached only
+// 0.792, so the gain came from training longer, not from size.
 
 import NN
 import SegmentAnything
@@ -36,8 +36,11 @@ public extension SamConfig {
     /// (windows of 8 in blocks 0 and 2, global attention in blocks 1 and 3), 64-d prompts,
     /// decoder depth 2 with 4 heads and MLP 256, 3 multimask outputs, IoU head hidden 64.
     /// Pixel mean/std are SAM's.
-    static let tinySAM: SamConfig = {
-        let imageSize = 128, patch = 8, promptDim = 64
+    static let tinySAM = tinySAM(patch: 8)
+
+    /// `tinySAM` with another patch size (the embedding grid is 128 / patch).
+    static func tinySAM(patch: Int) -> SamConfig {
+        let imageSize = 128, promptDim = 64
         let grid = imageSize / patch
         return SamConfig(
             imageEncoder: ImageEncoderConfig(imgSize: imageSize, patchSize: patch, embedDim: 64, depth: 4,
@@ -48,7 +51,7 @@ public extension SamConfig {
             maskDecoder: MaskDecoderConfig(transformerDim: promptDim, depth: 2, numHeads: 4, mlpDim: 256,
                                            attentionDownsampleRate: 2, numMultimaskOutputs: 3, iouHeadDepth: 3,
                                            iouHeadHiddenDim: 64))
-    }()
+    }
 }
 
 /// Geometry shared by TinySAM's pretraining, evaluation and use: encoder input, boxes,

@@ -28,11 +28,28 @@ struct PretrainSAM: ParsableCommand {
     @Option(help: "Val scenes to evaluate after training (0: none).")
     var evalScenes: Int = 200
 
+    // Search knobs (not part of the standard configuration).
+    @Option(help: .hidden) var lr: Double?
+    @Option(help: .hidden) var batch: Int?
+    @Option(help: .hidden) var trainScenes: Int?
+    @Option(help: .hidden) var patch: Int?
+    @Option(help: .hidden) var focalWeight: Float?
+
     func run() throws {
         var config = TinySAMPretrainConfig.standard
         if let steps {
             guard steps >= 2 else { throw ValidationError("--steps must be at least 2") }
             config = config.with(steps: steps)
+        }
+        if let lr { config.baseLR = lr }
+        if let batch { config.scenesPerStep = batch }
+        if let trainScenes { config.trainScenes = trainScenes }
+        if let focalWeight { config.focalWeight = focalWeight }
+        if let patch {
+            guard patch >= 1, config.sam.imageEncoder.imgSize % patch == 0 else {
+                throw ValidationError("--patch must divide the image size \(config.sam.imageEncoder.imgSize)")
+            }
+            config.sam = SamConfig.tinySAM(patch: patch)
         }
         let start = Date()
         var last = start
