@@ -48,9 +48,30 @@ public enum FigureText {
         return s
     }
 
-    /// A gnuplot / data-file string: double-quoted, with `"` and `\` escaped.
+    /// A gnuplot / data-file string: double-quoted, with `"` and `\` escaped and a line break
+    /// written as `\n` (which gnuplot reads back as a line break in a double-quoted string).
     public static func quoted(_ s: String) -> String {
-        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+            .replacingOccurrences(of: "\n", with: "\\n") + "\""
+    }
+
+    /// `s` broken into lines of at most `width` characters at spaces (greedily; a longer word
+    /// keeps a line of its own), joined by line breaks: a panel title that fits its column.
+    public static func wrapped(_ s: String, width: Int) -> String {
+        var lines: [String] = []
+        var line = ""
+        for word in s.split(separator: " ", omittingEmptySubsequences: true) {
+            if line.isEmpty {
+                line = String(word)
+            } else if line.count + 1 + word.count <= width {
+                line += " " + word
+            } else {
+                lines.append(line)
+                line = String(word)
+            }
+        }
+        if !line.isEmpty { lines.append(line) }
+        return lines.joined(separator: "\n")
     }
 }
 
@@ -235,6 +256,10 @@ public enum QualitativeExport {
     public static let samTint: (UInt8, UInt8, UInt8) = (255, 255, 255)
     public static let gtTint: (UInt8, UInt8, UInt8) = (160, 255, 0)
 
+    /// Characters per line of a phrase title: a column of the 1100-px-wide figure holds about 34
+    /// characters of 9-pt DejaVu Sans; longer phrases are wrapped at spaces.
+    public static let titleWidth = 30
+
     /// (file name, text) of every data file for `panels`.
     public static func files(_ panels: [QualitativePanel]) -> [(String, String)] {
         var meta = "# qualitative panels: variables for Figures/qualitative.gp (panels 1-based)\n"
@@ -242,7 +267,7 @@ public enum QualitativeExport {
         var out: [(String, String)] = []
         for (p, panel) in panels.enumerated() {
             let i = p + 1
-            meta += "phrase_\(i) = \(FigureText.quoted(panel.phrase))\n"
+            meta += "phrase_\(i) = \(FigureText.quoted(FigureText.wrapped(panel.phrase, width: titleWidth)))\n"
             meta += "iou_unet_\(i) = \(FigureText.fixed(Double(panel.iouUNet), digits: 4, missing: "NaN"))\n"
             meta += "iou_sam_\(i) = \(FigureText.fixed(Double(panel.iouSAM ?? .nan), digits: 4, missing: "NaN"))\n"
             meta += "has_sam_\(i) = \(panel.samMask == nil ? 0 : 1)\n"

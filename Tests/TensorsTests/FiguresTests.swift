@@ -92,6 +92,15 @@ final class FiguresTests: XCTestCase {
         XCTAssertTrue(md[4].hasPrefix("| box+mask+text | 62.5 ± 0.0 | 58.3 ± 11.8 | 50.0 ± 0.0 |"), md[4])
     }
 
+    /// Long phrase titles are wrapped at spaces; quoting escapes quotes, backslashes and breaks.
+    func testPanelTitlesWrapAndQuote() {
+        XCTAssertEqual(FigureText.wrapped("the orange shape left of the small orange star", width: 30),
+                       "the orange shape left of the\nsmall orange star")
+        XCTAssertEqual(FigureText.wrapped("the large triangle", width: 30), "the large triangle")
+        XCTAssertEqual(FigureText.wrapped("abcdef gh", width: 3), "abcdef\ngh")
+        XCTAssertEqual(FigureText.quoted("a \"b\"\\\nc"), #""a \"b\"\\\nc""#)
+    }
+
     func testFixedDecimalsAndSeedStatistics() {
         XCTAssertEqual(FigureText.fixed(0.5, digits: 4), "0.5000")
         XCTAssertEqual(FigureText.fixed(-1.23456, digits: 2), "-1.23")
