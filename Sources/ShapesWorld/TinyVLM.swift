@@ -130,6 +130,16 @@ public struct TinyVLMStemConv: Sendable, Equatable, CustomStringConvertible {
 public extension Array where Element == TinyVLMStemConv {
     /// How much the stem downsamples: the product of its strides.
     var totalStride: Int { reduce(1) { $0 * $1.stride } }
+
+    /// Parses the stem notation "channels:stride,…" (empty: no stem) of the checkpoint metadata
+    /// and of `--stem`; the first entry that is not "channels:stride" with positive integers
+    /// throws `badEntry(entry)`.
+    init(parsing text: String, badEntry: (Substring) -> any Error) throws {
+        self = try text.split(separator: ",").map { entry in
+            guard let conv = TinyVLMStemConv(entry) else { throw badEntry(entry) }
+            return conv
+        }
+    }
 }
 
 /// What one forward pass returns.
@@ -261,9 +271,16 @@ public final class VisionTower: Module {
         [.parameter("pos_embed", posEmbed), .list("blocks", blocks), .module("attribute_head", attributeHead)]
     }
 
-    /// Logit groups of `attribute_head`: shape (none + 6), colour (none + 7), size (none + 2).
+    /// Logit groups of `attribute_head`, in `TinyVLMPretraining.cellAttributes`' label order:
+    /// shape (none + 6), colour (none + 7), size (none + 2).
+    public static let attributeGroups = ["shape", "colour", "size"]
     public static let attributeClasses = [1 + ShapeKind.allCases.count, 1 + ShapeColor.allCases.count,
                                           1 + SizeClass.allCases.count]
+    /// The columns of each group in `attribute_head`'s output, in group order.
+    public static let attributeColumns: [Range<Int>] = attributeClasses.indices.map { g in
+        let start = attributeClasses[..<g].reduce(0, +)
+        return start..<(start + attributeClasses[g])
+    }
 
     public init(_ c: TinyVLMConfig, rng: inout PhiloxRNG) {
         let g = c.grid

@@ -53,11 +53,8 @@ extension TinyVLM {
             guard let s = file.metadata["stem"] else {
                 throw TinyVLMCheckpointError(file: path, reason: "metadata 'stem' missing (expected 'channels:stride,…' or empty)")
             }
-            return try s.split(separator: ",").map { item in
-                guard let conv = TinyVLMStemConv(item) else {
-                    throw TinyVLMCheckpointError(file: path, reason: "metadata 'stem' entry '\(item)' is not 'channels:stride' with positive integers")
-                }
-                return conv
+            return try [TinyVLMStemConv](parsing: s) {
+                TinyVLMCheckpointError(file: path, reason: "metadata 'stem' entry '\($0)' is not 'channels:stride' with positive integers")
             }
         }
         guard file.metadata["format"] == "tinyvlm" else {

@@ -154,7 +154,7 @@ public enum TinyVLMEvaluation {
         var kindHits: [ExpressionKind: [Int]] = [:], kindCount: [ExpressionKind: Int] = [:]
         var tokenHits = 0, tokenCount = 0
         var classHits: [String: Int] = [:], classCount: [String: Int] = [:]
-        var cellHits = [0, 0, 0], cellCount = 0
+        var cellHits = [Int](repeating: 0, count: VisionTower.attributeGroups.count), cellCount = 0
         func wordClass(_ id: Int) -> String {
             let w = tokenizer.vocabulary[id]
             if SizeClass.allCases.contains(where: { $0.name == w }) { return "size" }
@@ -185,14 +185,12 @@ public enum TinyVLMEvaluation {
             if let vision = model.vision {
                 let labels = TinyVLMPretraining.cellAttributes(sample.scene, meta: meta, grid: c.grid)
                 let logits = Autograd.noGrad { vision.attributeHead(out.imageTokens) }.data
-                let width = VisionTower.attributeClasses.reduce(0, +)
+                let width = vision.attributeHead.outFeatures
                 for cell in 0..<c.imageTokens where labels[0][cell] > 0 {
                     cellCount += 1
-                    var offset = 0
-                    for (group, classes) in VisionTower.attributeClasses.enumerated() {
-                        let row = Array(logits[(cell * width + offset)..<(cell * width + offset + classes)])
+                    for (group, columns) in VisionTower.attributeColumns.enumerated() {
+                        let row = logits[(cell * width + columns.lowerBound)..<(cell * width + columns.upperBound)]
                         if argmax(row.map(Double.init)) == labels[group][cell] { cellHits[group] += 1 }
-                        offset += classes
                     }
                 }
             }
@@ -220,6 +218,6 @@ public enum TinyVLMEvaluation {
             pointingChance: chance / Double(Swift.max(phrases, 1)), phrases: phrases, perKind: perKind,
             tokenAccuracy: Double(tokenHits) / Double(Swift.max(tokenCount, 1)), attributeTokens: tokenCount,
             tokenAccuracyByClass: Dictionary(uniqueKeysWithValues: classCount.map { ($0.key, Double(classHits[$0.key] ?? 0) / Double($0.value)) }),
-            cellAttributeAccuracy: cellCount == 0 ? [:] : Dictionary(uniqueKeysWithValues: zip(["shape", "colour", "size"], cellHits.map { Double($0) / Double(cellCount) })))
+            cellAttributeAccuracy: cellCount == 0 ? [:] : Dictionary(uniqueKeysWithValues: zip(VisionTower.attributeGroups, cellHits.map { Double($0) / Double(cellCount) })))
     }
 }

@@ -192,13 +192,13 @@ public enum TinyVLMPretraining {
     public static func attributeLoss(_ vision: VisionTower, imageTokens: Tensor, labels: [[Int]]) -> Tensor {
         let logits = vision.attributeHead(imageTokens)                            // [G², 18]
         let n = imageTokens.shape[0]
-        var offset = 0, total: Tensor? = nil
-        for (group, classes) in VisionTower.attributeClasses.enumerated() {
-            let logp = logits.narrow(dim: 1, start: offset, length: classes).logSoftmax(dim: 1).reshape([n * classes])
+        var total: Tensor? = nil
+        for (group, columns) in VisionTower.attributeColumns.enumerated() {
+            let classes = columns.count
+            let logp = logits.narrow(dim: 1, start: columns.lowerBound, length: classes).logSoftmax(dim: 1).reshape([n * classes])
             let picked = logp.indexSelect(dim: 0, index: (0..<n).map { $0 * classes + labels[group][$0] })
             let loss = -picked.mean()
             total = total.map { $0 + loss } ?? loss
-            offset += classes
         }
         return total!
     }

@@ -64,12 +64,9 @@ struct World: ParsableCommand {
             if let attributeWeight { cfg.attributeWeight = attributeWeight }
             if let trainScenes { cfg.trainScenes = trainScenes }
             let m = cfg.model
-            let stemConvs = try stem.map { try $0.split(separator: ",").map { item in
-                guard let conv = TinyVLMStemConv(item) else {
-                    throw ValidationError("--stem entry '\(item)': expected channels:stride with positive integers")
-                }
-                return conv
-            } } ?? m.stem
+            let stemConvs = try stem.map {
+                try [TinyVLMStemConv](parsing: $0) { ValidationError("--stem entry '\($0)': expected channels:stride with positive integers") }
+            } ?? m.stem
             let (size, p, d) = (imageSize ?? m.imageSize, patch ?? m.patchSize, dim ?? m.dim)
             if let problem = TinyVLMConfig.problem(imageSize: size, patchSize: p, dim: d, heads: m.heads, stem: stemConvs,
                                                    sincosImagePositions: m.sincosImagePositions) {
@@ -142,7 +139,7 @@ struct World: ParsableCommand {
             for cls in ["size", "colour", "shape"] {
                 if let a = r.tokenAccuracyByClass[cls] { print("metric token_accuracy_\(cls) \(a)") }
             }
-            for cls in ["shape", "colour", "size"] {
+            for cls in VisionTower.attributeGroups {
                 if let a = r.cellAttributeAccuracy[cls] { print("metric cell_attribute_accuracy_\(cls) \(a)") }
             }
         }
