@@ -42,6 +42,54 @@ final class SAMOpsTests: XCTestCase {
         XCTAssertTrue(Kernels.expFloat(.nan).isNaN)
     }
 
+    func testExpFloat16EqualsScalarLaneByLane() {
+        var xs: [Float] = [0, -0, 1, -1, .infinity, -.infinity, .nan, 88.72283, 88.72284, -87.33654, -87.33655,
+                           -200, 200, .leastNonzeroMagnitude, -.greatestFiniteMagnitude, 0.5, -0.5]
+        var x: Float = -100
+        while x < 100 { xs.append(x); x += 0.0137 }
+        while xs.count % 16 != 0 { xs.append(rng.nextNormal() * 30) }
+        for v in stride(from: 0, to: xs.count, by: 16) {
+            let lanes = SIMD16<Float>(xs[v ..< v + 16])
+            let e = Kernels.expFloat16(lanes)
+            for l in 0..<16 {
+                XCTAssertEqual(e[l].bitPattern, Kernels.expFloat(lanes[l]).bitPattern, "exp(\(lanes[l]))")
+            }
+        }
+    }
+
+    /// The row softmax as it was written before its 16-lane passes: scalar NaN scan, max,
+    /// `expFloat` per element, Double sums over 16 fixed lanes, then the reciprocal.
+    func softmaxRowReference(_ row: [Float]) -> [Float] {
+        if row.contains(where: { $0.isNaN }) { return row.map { _ in .nan } }
+        let m = row.max() ?? 0
+        let e = row.map { Kernels.expFloat($0 - m) }
+        let nv = e.count / 16
+        var lanes = [Double](repeating: 0, count: 16)
+        for v in 0..<nv { for l in 0..<16 { lanes[l] += Double(e[16 * v + l]) } }
+        var s = 0.0
+        for l in 0..<16 { s += lanes[l] }
+        for i in (16 * nv)..<e.count { s += Double(e[i]) }
+        let inv = Float(1 / s)
+        return e.map { $0 * inv }
+    }
+
+    func testSoftmaxRowFloatEqualsReference() {
+        var rows: [[Float]] = (1...70).map { n in (0..<n).map { _ in rng.nextNormal() * 4 } }
+        rows.append((0..<4096).map { _ in rng.nextNormal() * 8 })
+        rows.append((0..<37).map { i in i == 20 ? Float.infinity : rng.nextNormal() })
+        rows.append((0..<40).map { i in i == 33 ? Float.nan : rng.nextNormal() })
+        rows.append((0..<40).map { i in i == 3 ? Float.nan : rng.nextNormal() })
+        rows.append((0..<48).map { i in i % 5 == 0 ? -Float.infinity : rng.nextNormal() })
+        rows.append([Float](repeating: -.infinity, count: 32))
+        rows.append((0..<33).map { i in i == 7 ? 50 : -60 })
+        for row in rows {
+            var got = row
+            got.withUnsafeMutableBufferPointer { Kernels.softmaxRowFloat($0.baseAddress!, $0.count) }
+            let want = softmaxRowReference(row)
+            XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "row of \(row.count)")
+        }
+    }
+
     func testErfAndGELUAgainstDouble() {
         var worstErf = 0.0, worstGelu = 0.0
         var xs: [Float] = []

@@ -119,41 +119,81 @@ extension Kernels {
         for j in 0..<n { x[j] *= inv }
     }
 
-    /// Float softmax of a row; every loop vectorises. The sum of the exponentials is taken in
+    /// `expFloat` on 16 lanes at once: the same operations in the same order on each lane, so
+    /// every lane has the bits of the scalar function (written with SIMD16 because the
+    /// compiler's own vectorisation of the scalar loop stops at 8 lanes on AVX-512 targets).
+    @inline(__always)
+    public static func expFloat16(_ x: SIMD16<Float>) -> SIMD16<Float> {
+        typealias V = SIMD16<Float>
+        // Clamped as Swift.min(Swift.max(x, lo), hi) (NaN stays NaN); the stdlib's generic
+        // pointwiseMin/Max are not inlined.
+        let lo = V(repeating: expLo), hi = V(repeating: expHi)
+        var xc = x.replacing(with: lo, where: x .< lo)
+        xc = xc.replacing(with: hi, where: hi .< xc)
+        let n = (xc * V(repeating: 1.44269504088896341)).rounded(.toNearestOrEven)
+        var r = xc.addingProduct(n, V(repeating: -0.693359375))
+        r = r.addingProduct(n, V(repeating: 2.12194440e-4))
+        var p = V(repeating: 1.9875691500e-4)
+        p = V(repeating: 1.3981999507e-3).addingProduct(p, r)
+        p = V(repeating: 8.3334519073e-3).addingProduct(p, r)
+        p = V(repeating: 4.1665795894e-2).addingProduct(p, r)
+        p = V(repeating: 1.6666665459e-1).addingProduct(p, r)
+        p = V(repeating: 5.0000001201e-1).addingProduct(p, r)
+        var y = r.addingProduct(p, r * r) + 1
+        let ni = unsafeBitCast(n + 12582912, to: SIMD16<Int32>.self) &- 0x4B40_0000
+        let a = ni &>> 1, b = ni &- a
+        y = y * unsafeBitCast((a &+ 127) &<< 23, to: V.self)
+        y = y * unsafeBitCast((b &+ 127) &<< 23, to: V.self)
+        y = y.replacing(with: 0, where: x .< lo)
+        y = y.replacing(with: .infinity, where: x .> hi)
+        return y.replacing(with: x, where: x .!= x)
+    }
+
+    /// Float softmax of a row in three passes of 16 lanes (the tail past the last multiple of
+    /// 16 scalar): (1) the maximum m, and whether any value is NaN (then the row becomes all
+    /// NaN); (2) e = exp(x − m) (`expFloat16`, `expFloat` on the tail), stored, and summed in
     /// Double over 16 fixed lanes (lane l sums elements l, l+16, …), lanes added in order, then
-    /// the tail: the same order on every run. A row holding a NaN becomes all NaN.
-    static func softmaxRowFloat(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
-        var nans = 0
-        for j in 0..<n { nans &+= x[j] != x[j] ? 1 : 0 }
-        if nans > 0 {
+    /// the tail; (3) y = e · Float(1 / sum). The same order on every run.
+    public static func softmaxRowFloat(_ x: UnsafeMutablePointer<Float>, _ n: Int) {
+        typealias V = SIMD16<Float>
+        let raw = UnsafeMutableRawPointer(x)
+        let nv = n / 16, tail = 16 * nv
+        var mv = V(repeating: -.infinity)
+        var nanLanes = SIMD16<Int32>()
+        for v in 0..<nv {
+            let e = raw.loadUnaligned(fromByteOffset: 64 * v, as: V.self)
+            nanLanes.replace(with: 1, where: e .!= e)
+            mv = mv.replacing(with: e, where: mv .< e)
+        }
+        var m = mv.max()
+        var nan = nanLanes != SIMD16<Int32>()
+        for j in tail..<n {
+            nan = nan || x[j] != x[j]
+            m = Swift.max(m, x[j])
+        }
+        if nan {
             for j in 0..<n { x[j] = .nan }
             return
         }
-        var m0 = -Float.infinity, m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0
-        var j = 0
-        while j + 8 <= n {
-            m0 = Swift.max(m0, x[j]); m1 = Swift.max(m1, x[j + 1]); m2 = Swift.max(m2, x[j + 2])
-            m3 = Swift.max(m3, x[j + 3]); m4 = Swift.max(m4, x[j + 4]); m5 = Swift.max(m5, x[j + 5])
-            m6 = Swift.max(m6, x[j + 6]); m7 = Swift.max(m7, x[j + 7])
-            j += 8
-        }
-        var m = Swift.max(Swift.max(Swift.max(m0, m1), Swift.max(m2, m3)), Swift.max(Swift.max(m4, m5), Swift.max(m6, m7)))
-        while j < n { m = Swift.max(m, x[j]); j += 1 }
-        for i in 0..<n { x[i] = expFloat(x[i] - m) }
-        let raw = UnsafeMutableRawPointer(x)
-        let nv = n / 16
+        let mV = V(repeating: m)
         var s0 = SIMD8<Double>(), s1 = SIMD8<Double>()
         for v in 0..<nv {
-            let e = raw.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self)
+            let e = expFloat16(raw.loadUnaligned(fromByteOffset: 64 * v, as: V.self) - mV)
+            raw.storeBytes(of: e, toByteOffset: 64 * v, as: V.self)
             s0 += SIMD8<Double>(e.lowHalf)
             s1 += SIMD8<Double>(e.highHalf)
         }
+        for i in tail..<n { x[i] = expFloat(x[i] - m) }
         var s = 0.0
         for l in 0..<8 { s += s0[l] }
         for l in 0..<8 { s += s1[l] }
-        for i in (16 * nv)..<n { s += Double(x[i]) }
-        let inv = Float(1 / s)
-        for i in 0..<n { x[i] *= inv }
+        for i in tail..<n { s += Double(x[i]) }
+        let inv = Float(1 / s), invV = V(repeating: inv)
+        for v in 0..<nv {
+            raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: 64 * v, as: V.self) * invV,
+                           toByteOffset: 64 * v, as: V.self)
+        }
+        for i in tail..<n { x[i] *= inv }
     }
 
     // MARK: forward
