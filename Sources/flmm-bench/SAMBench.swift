@@ -69,8 +69,10 @@ enum SAMBench {
     /// forward: one run per thread count, ~10 s each on this kind of machine).
     static func run(threads: [Int] = [1, 2], decoderSamples: Int = 5, vitSamples: Int = 1) {
         keepFreedMemory()
-        // FLMM_BENCH_SAM=decoder or =vit runs one row only.
+        // FLMM_BENCH_SAM=decoder or =vit runs one row only; FLMM_BENCH_THREADS=2 (or 1) one
+        // thread count only (for a profiler).
         let only = ProcessInfo.processInfo.environment["FLMM_BENCH_SAM"]
+        let threads = ProcessInfo.processInfo.environment["FLMM_BENCH_THREADS"].flatMap(Int.init).map { [$0] } ?? threads
         if only == nil || only == "decoder" {
             let step = SAMDecoderStep()
             measure("sam_decoder_step", flops: 3 * step.forwardFlops, threads: threads, warmup: 1,

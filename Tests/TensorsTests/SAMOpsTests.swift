@@ -57,6 +57,30 @@ final class SAMOpsTests: XCTestCase {
         }
     }
 
+    func testErfFloat16AndGELUEqualScalarLaneByLane() {
+        var xs: [Float] = [0, -0, 1, -1, 2, -2, 9.2, -9.2, 0.99999994, 1.0000001, 1.9999999, -1.9999999,
+                           .infinity, -.infinity, .nan, 30, -30, .leastNonzeroMagnitude]
+        var x: Float = -14
+        while x < 14 { xs.append(x); x += 0.00917 }
+        while xs.count % 16 != 5 { xs.append(rng.nextNormal() * 3) }  // a scalar tail of 5
+        let full = xs.count / 16 * 16
+        for v in stride(from: 0, to: full, by: 16) {
+            let e = Kernels.erfFloat16(SIMD16<Float>(xs[v ..< v + 16]))
+            for l in 0..<16 { XCTAssertEqual(e[l].bitPattern, Kernels.erfFloat(xs[v + l]).bitPattern, "erf(\(xs[v + l]))") }
+        }
+        // GELU and its backward element by element from the scalar formulas.
+        let g = xs.map { _ in rng.nextNormal() }
+        let y = Kernels.geluVectorized(xs), dx = Kernels.geluVectorizedBackward(g, xs)
+        for i in xs.indices {
+            let v = xs[i]
+            let want = (v * 0.5) * (1 + Kernels.erfFloat(v * 0.70710678118654752440))
+            let cdf = 0.5 * (1 + Kernels.erfFloat(v * 0.70710678118654752440))
+            let pdf = Kernels.expFloat(-0.5 * (v * v)) * 0.39894228040143267794
+            XCTAssertEqual(y[i].bitPattern, want.bitPattern, "gelu(\(v))")
+            XCTAssertEqual(dx[i].bitPattern, (g[i] * cdf.addingProduct(v, pdf)).bitPattern, "gelu'(\(v))")
+        }
+    }
+
     /// The row softmax as it was written before its 16-lane passes: scalar NaN scan, max,
     /// `expFloat` per element, Double sums over 16 fixed lanes, then the reciprocal.
     func softmaxRowReference(_ row: [Float]) -> [Float] {
