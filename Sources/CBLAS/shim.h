@@ -18,6 +18,25 @@
 #define FLMM_SIMD_FLOATS 4
 #endif
 
+// Packs 32 columns of a transposed B for the GEMM (Kernels/GEMMPacked.swift, StridedB): column
+// j + t of B is row t of `b` (stride `ldb` floats), so panel[p*32 + t] = b[t*ldb + p] for p < kc,
+// t < 32. With AVX-512, two 16-lane gathers per p; the values are copied, never changed.
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline void flmm_pack_bt32(const float *b, long ldb, long kc, float *panel) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32((int)ldb));
+    const float *hi = b + 16 * ldb;
+    for (long p = 0; p < kc; p++) {
+        _mm512_storeu_ps(panel + p * 32, _mm512_i32gather_ps(idx, b + p, 4));
+        _mm512_storeu_ps(panel + p * 32 + 16, _mm512_i32gather_ps(idx, hi + p, 4));
+    }
+}
+#define FLMM_HAS_PACK_BT32 1
+#else
+#define FLMM_HAS_PACK_BT32 0
+#endif
+
 // Software prefetch of a cache line for writing (the GEMM's next C tile), all cache levels.
 static inline void flmm_prefetch_c(const void *p) { __builtin_prefetch(p, 1, 3); }
 

@@ -130,7 +130,16 @@ enum GEMMPacked {
         var i = i0
         while i < i0 + mc {
             let h = min(mr, i0 + mc - i)
-            if trans {
+            if trans && h == mr {
+                // A(i, p) = a[p·lda + i]: each p gives 6 consecutive floats (copied as 4 + 2).
+                for p in 0..<kc {
+                    let src = UnsafeRawPointer(a + (p0 + p) * lda + i)
+                    let d = UnsafeMutableRawPointer(panel + p * mr)
+                    d.storeBytes(of: src.loadUnaligned(as: SIMD4<Float>.self), as: SIMD4<Float>.self)
+                    d.storeBytes(of: src.loadUnaligned(fromByteOffset: 16, as: SIMD2<Float>.self), toByteOffset: 16,
+                                 as: SIMD2<Float>.self)
+                }
+            } else if trans {
                 // A(i, p) = a[p·lda + i]: each p gives h consecutive floats.
                 for p in 0..<kc {
                     let src = a + (p0 + p) * lda + i
@@ -525,7 +534,10 @@ struct StridedB: PanelSourceB, @unchecked Sendable {
         var j = j0
         while j < j0 + nc {
             let width = min(nr, j0 + nc - j)
-            if trans {
+            if trans && width == 32 && nr == 32 && FLMM_HAS_PACK_BT32 != 0 && 15 * ldb < Int(Int32.max) / 4 {
+                // A full panel with AVX-512: 16-lane gathers (32-bit offsets jj·ldb).
+                flmm_pack_bt32(b + j * ldb + p0, ldb, kc, panel)
+            } else if trans {
                 // B(p, j) = b[j·ldb + p]: read each column contiguously.
                 for jj in 0..<width {
                     let src = b + (j + jj) * ldb + p0
