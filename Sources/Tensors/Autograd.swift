@@ -102,13 +102,10 @@ extension Tensor {
         return order
     }
 
-    /// Elementwise sum of two same-shape tensors, outside the graph.
+    /// Elementwise sum of two same-shape tensors, outside the graph (each element a + b, so any
+    /// split over threads gives the same bits).
     static func addRaw(_ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.shape == b.shape, "addRaw: shapes \(a.shape) and \(b.shape)")
-        var out = a.data
-        b.data.withUnsafeBufferPointer { pb in
-            for i in out.indices { out[i] += pb[i] }
-        }
-        return Tensor(shape: a.shape, data: out)
+        return Tensor(shape: a.shape, data: Kernels.binary(a.data, a.shape, b.data, b.shape, a.shape, +))
     }
 }

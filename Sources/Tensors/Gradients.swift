@@ -275,13 +275,13 @@ enum Gradients {
     }
 
     /// Elementwise f(g, t) for same-shape tensors.
-    static func zip(_ g: Tensor, _ t: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
+    static func zip(_ g: Tensor, _ t: Tensor, _ f: @Sendable (Float, Float) -> Float) -> Tensor {
         precondition(g.shape == t.shape, "Gradients.zip: \(g.shape) vs \(t.shape)")
         return Tensor(shape: g.shape, data: Kernels.binary(g.data, g.shape, t.data, t.shape, g.shape, f))
     }
 
     /// f(g, t) with `t` broadcast to `shape` (the output shape).
-    static func pointwise(_ g: Tensor, _ t: Tensor, _ shape: [Int], _ f: (Float, Float) -> Float) -> Tensor {
+    static func pointwise(_ g: Tensor, _ t: Tensor, _ shape: [Int], _ f: @Sendable (Float, Float) -> Float) -> Tensor {
         Tensor(shape: shape, data: Kernels.binary(g.data, g.shape, t.data, t.shape, shape, f))
     }
 

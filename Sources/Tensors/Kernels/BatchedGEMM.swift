@@ -159,21 +159,27 @@ extension Kernels {
     @_specialize(exported: true, where T == Double)
     public static func linear<T: BinaryFloatingPoint>(_ x: [T], rows: Int, weight w: [T], bias: [T]?,
                                                       inFeatures fin: Int, outFeatures fout: Int) -> [T] {
-        var y = [T](repeating: 0, count: rows * fout)
-        if let bias {
-            for r in 0..<rows { for o in 0..<fout { y[r * fout + o] = bias[o] } }
-        }
-        if rows == 0 || fout == 0 || fin == 0 { return y }
-        x.withUnsafeBufferPointer { px in
-            w.withUnsafeBufferPointer { pw in
-                y.withUnsafeMutableBufferPointer { py in
+        let count = rows * fout
+        return [T](unsafeUninitializedCapacity: count) { py, initialized in
+            defer { initialized = count }
+            guard count > 0, let y = py.baseAddress else { return }
+            // Rows start at the bias (the GEMM accumulates onto it) or are written by the GEMM.
+            if let bias {
+                bias.withUnsafeBufferPointer { pb in
+                    for r in 0..<rows { (y + r * fout).initialize(from: pb.baseAddress!, count: fout) }
+                }
+            } else if fin == 0 {
+                y.initialize(repeating: 0, count: count)
+            }
+            if fin == 0 { return }
+            x.withUnsafeBufferPointer { px in
+                w.withUnsafeBufferPointer { pw in
                     gemmGeneric(transA: false, transB: true, m: rows, n: fout, k: fin,
                                 a: px.baseAddress!, lda: max(fin, 1), b: pw.baseAddress!, ldb: max(fin, 1),
-                                c: py.baseAddress!, ldc: fout, accumulate: bias != nil)
+                                c: y, ldc: fout, accumulate: bias != nil)
                 }
             }
         }
-        return y
     }
 
     /// Gradients of `linear` given g [rows, out]: dx = g · W [rows, in], dW = gᵀ · x [out, in],
@@ -194,8 +200,17 @@ extension Kernels {
                              m: fout, n: fin, k: rows)
         }
         if needBias {
+            // Row by row, so each acc[o] is the same sum in row order; the loop over o vectorises.
             var acc = [Double](repeating: 0, count: fout)
-            for r in 0..<rows { for o in 0..<fout { acc[o] += Double(g[r * fout + o]) } }
+            acc.withUnsafeMutableBufferPointer { pa in
+                g.withUnsafeBufferPointer { pg in
+                    guard let a = pa.baseAddress, let gp = pg.baseAddress else { return }
+                    for r in 0..<rows {
+                        let row = gp + r * fout
+                        for o in 0..<fout { a[o] += Double(row[o]) }
+                    }
+                }
+            }
             gbias = acc.map { T($0) }
         }
         return (gx, gw, gbias)

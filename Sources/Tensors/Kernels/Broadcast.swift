@@ -31,21 +31,36 @@ extension Kernels {
     /// out[i] = f(a[ia], b[ib]) over the broadcast shape `outShape`.
     @inlinable
     public static func binary<T>(_ a: [T], _ aShape: [Int], _ b: [T], _ bShape: [Int],
-                                 _ outShape: [Int], _ f: (T, T) -> T) -> [T] {
+                                 _ outShape: [Int], _ f: @Sendable (T, T) -> T) -> [T] {
         let n = outShape.product
-        if aShape == bShape {
+        // Same shapes, or one side a single value: f per element on raw pointers, in chunks
+        // over the threads from 64K elements (each output depends on its own inputs only).
+        let sameShape = aShape == bShape
+        let scalarB = !sameShape && b.count == 1 && aShape == outShape
+        let scalarA = !sameShape && !scalarB && a.count == 1 && bShape == outShape
+        if sameShape || scalarB || scalarA {
             return [T](unsafeUninitializedCapacity: n) { buf, c in
-                for i in 0..<n { buf[i] = f(a[i], b[i]) }
-                c = n
+                defer { c = n }
+                guard n > 0 else { return }
+                a.withUnsafeBufferPointer { pa in
+                    b.withUnsafeBufferPointer { pb in
+                        let ap = SendableConstPointer(pa.baseAddress!), bp = SendableConstPointer(pb.baseAddress!)
+                        let op = SendablePointer(buf.baseAddress!)
+                        Parallel.forEachChunk(n, grain: 1 << 16) { r in
+                            let x = ap.base, y = bp.base, o = op.base
+                            if sameShape {
+                                for i in r { o[i] = f(x[i], y[i]) }
+                            } else if scalarB {
+                                let s = y[0]
+                                for i in r { o[i] = f(x[i], s) }
+                            } else {
+                                let s = x[0]
+                                for i in r { o[i] = f(s, y[i]) }
+                            }
+                        }
+                    }
+                }
             }
-        }
-        if b.count == 1 && aShape == outShape {
-            let s = b[0]
-            return a.map { f($0, s) }
-        }
-        if a.count == 1 && bShape == outShape {
-            let s = a[0]
-            return b.map { f(s, $0) }
         }
         let sa = broadcastStrides(aShape, to: outShape), sb = broadcastStrides(bShape, to: outShape)
         let r = outShape.count

@@ -8,7 +8,7 @@ extension Tensor {
     public func map(_ f: (Float) -> Float) -> Tensor { Tensor(shape: shape, data: data.map(f)) }
 
     static func binaryOp(_ a: Tensor, _ b: Tensor, _ op: Primitive, _ name: String,
-                         _ f: (Float, Float) -> Float) -> Tensor {
+                         _ f: @Sendable (Float, Float) -> Float) -> Tensor {
         let s = Kernels.broadcastShape(a.shape, b.shape, op: name)
         let out = Tensor(shape: s, data: Kernels.binary(a.data, a.shape, b.data, b.shape, s, f))
         return record(out, [a, b], op)
