@@ -106,6 +106,6 @@ extension Tensor {
     /// split over threads gives the same bits).
     static func addRaw(_ a: Tensor, _ b: Tensor) -> Tensor {
         precondition(a.shape == b.shape, "addRaw: shapes \(a.shape) and \(b.shape)")
-        return Tensor(shape: a.shape, data: Kernels.binary(a.data, a.shape, b.data, b.shape, a.shape, +))
+        return Tensor(shape: a.shape, data: Kernels.binary(a.data, a.shape, b.data, b.shape, a.shape, .add))
     }
 }

@@ -8,20 +8,20 @@ extension Tensor {
     public func map(_ f: (Float) -> Float) -> Tensor { Tensor(shape: shape, data: data.map(f)) }
 
     static func binaryOp(_ a: Tensor, _ b: Tensor, _ op: Primitive, _ name: String,
-                         _ f: @Sendable (Float, Float) -> Float) -> Tensor {
+                         _ arithmetic: Kernels.Arithmetic) -> Tensor {
         let s = Kernels.broadcastShape(a.shape, b.shape, op: name)
-        let out = Tensor(shape: s, data: Kernels.binary(a.data, a.shape, b.data, b.shape, s, f))
+        let out = Tensor(shape: s, data: Kernels.binary(a.data, a.shape, b.data, b.shape, s, arithmetic))
         return record(out, [a, b], op)
     }
 
     /// a + b with broadcasting.
-    public static func + (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .add, "add", +) }
+    public static func + (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .add, "add", .add) }
     /// a − b with broadcasting.
-    public static func - (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .sub, "sub", -) }
+    public static func - (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .sub, "sub", .sub) }
     /// a · b (elementwise) with broadcasting.
-    public static func * (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .mul, "mul", *) }
+    public static func * (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .mul, "mul", .mul) }
     /// a / b (elementwise) with broadcasting.
-    public static func / (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .div, "div", /) }
+    public static func / (a: Tensor, b: Tensor) -> Tensor { binaryOp(a, b, .div, "div", .div) }
 
     /// x + s.
     public static func + (x: Tensor, s: Float) -> Tensor {
