@@ -66,6 +66,12 @@ public struct AttentionGeometry: Sendable, Equatable {
 }
 
 extension Kernels {
+    /// An array of `count` elements that the caller overwrites entirely before reading (no zero fill).
+    @inline(__always)
+    static func unfilledArray<T: BinaryFloatingPoint>(_: T.Type, _ count: Int) -> [T] {
+        [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+    }
+
     // MARK: exp
 
     static let expHi: Float = 88.72283, expLo: Float = -87.33654
@@ -206,9 +212,13 @@ extension Kernels {
     ) -> (out: [T], probs: [T]?) {
         precondition(q.count == g.batch * g.nq * g.iq && k.count == g.batch * g.nk * g.iq && v.count == g.batch * g.nk * g.iv,
                      "attentionForward: buffers \(q.count)/\(k.count)/\(v.count) do not fit \(g)")
-        var out = [T](repeating: 0, count: g.batch * g.nq * g.iv)
-        var probs = [T](repeating: 0, count: keepProbs ? g.batch * g.heads * g.nq * g.nk : 0)
-        if out.isEmpty || g.nk == 0 { return (out, keepProbs ? probs : nil) }
+        let outCount = g.batch * g.nq * g.iv, probCount = keepProbs ? g.batch * g.heads * g.nq * g.nk : 0
+        if outCount == 0 || g.nk == 0 {
+            return ([T](repeating: 0, count: outCount), keepProbs ? [T](repeating: 0, count: probCount) : nil)
+        }
+        // Every element of O (and of P) is written below: no zero fill.
+        var out = unfilledArray(T.self, outCount)
+        var probs = unfilledArray(T.self, probCount)
         let rowsPerBlock = g.blockRows
         let blocks = (g.nq + rowsPerBlock - 1) / rowsPerBlock
         let units = g.batch * g.heads * blocks
@@ -235,17 +245,16 @@ extension Kernels {
                 let bh = unit / blocks, blk = unit % blocks
                 let b = bh / g.heads, h = bh % g.heads
                 let r0 = blk * rowsPerBlock, rows = Swift.min(rowsPerBlock, g.nq - r0)
-                let sBuf = UnsafeMutablePointer<T>.allocate(capacity: rows * g.nk)
-                defer { sBuf.deallocate() }
+                // The logits and probabilities of this block: in P itself when it is kept.
+                let kept = pp.map { $0.base + ((b * g.heads + h) * g.nq + r0) * g.nk }
+                let sBuf = kept ?? UnsafeMutablePointer<T>.allocate(capacity: rows * g.nk)
+                defer { if kept == nil { sBuf.deallocate() } }
                 attentionLogits(qp.base, kp.base, ktp?.base, rhp?.base, rwp?.base, g, b: b, h: h, r0: r0, rows: rows,
                                 into: sBuf)
                 for i in 0..<rows { softmaxRowInPlace(sBuf + i * g.nk, g.nk) }
                 gemmGeneric(transA: false, transB: false, m: rows, n: g.dv, k: g.nk, a: sBuf, lda: g.nk,
                             b: vp.base + b * g.nk * g.iv + h * g.dv, ldb: g.iv,
                             c: op.base + (b * g.nq + r0) * g.iv + h * g.dv, ldc: g.iv, accumulate: false, threads: 1)
-                if let pp {
-                    (pp.base + ((b * g.heads + h) * g.nq + r0) * g.nk).update(from: sBuf, count: rows * g.nk)
-                }
             }
         }}}}}}}}
         return (out, keepProbs ? probs : nil)
@@ -311,8 +320,12 @@ extension Kernels {
     public static func attentionBackward<T: Real & BinaryFloatingPoint & Sendable>(
         _ dO: [T], q: [T], k: [T], v: [T], rh: [T]?, rw: [T]?, probs: [T], _ g: AttentionGeometry
     ) -> (dq: [T], dk: [T], dv: [T], drh: [T]?, drw: [T]?) {
-        var dq = [T](repeating: 0, count: q.count), dk = [T](repeating: 0, count: k.count)
-        var dv = [T](repeating: 0, count: v.count)
+        // With queries and keys, every element of dQ, dK and dV is written below (the first row
+        // block of a unit does not accumulate): no zero fill.
+        let written = g.nq > 0 && g.nk > 0
+        var dq = written ? unfilledArray(T.self, q.count) : [T](repeating: 0, count: q.count)
+        var dk = written ? unfilledArray(T.self, k.count) : [T](repeating: 0, count: k.count)
+        var dv = written ? unfilledArray(T.self, v.count) : [T](repeating: 0, count: v.count)
         let grid = g.relPos
         let units = g.batch * g.heads
         let rhCount = grid.map { $0.qh * $0.kh * g.dk } ?? 0, rwCount = grid.map { $0.qw * $0.kw * g.dk } ?? 0
