@@ -33,8 +33,9 @@ extension Kernels {
         let count = batch.product
         let sa = broadcastStrides(aBatch, to: batch), sb = broadcastStrides(bBatch, to: batch)
         let aOff = batchOffsets(batch, sa, matrix: m * k), bOff = batchOffsets(batch, sb, matrix: k * n)
-        var c = [T](repeating: 0, count: count * m * n)
-        if count == 0 || m == 0 || n == 0 || k == 0 { return c }
+        if count == 0 || m == 0 || n == 0 || k == 0 { return [T](repeating: 0, count: count * m * n) }
+        // Every product writes its whole C (no accumulation): no zero fill.
+        var c = unfilledArray(T.self, count * m * n)
         let lda = transA ? m : k, ldb = transB ? k : n
         let flops = 2 * m * n * k
         // Many small products: one per thread at a time (Float, own backend), else one after the other.

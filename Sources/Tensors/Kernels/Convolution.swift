@@ -90,9 +90,13 @@ extension Kernels {
         let hp = h + 2 * g.padH, wp = w + 2 * g.padW
         let (rowOff, colOff) = im2colOffsets(channels: c, kh: kh, kw: kw, oh: oh, ow: ow, hp: hp, wp: wp, g)
         let p = oh * ow, k = c * kh * kw
-        var y = [T](repeating: 0, count: n * o * p)
+        // Each output plane starts at its bias (the GEMM accumulates onto it) or is written whole
+        // by the GEMM; zeros only when there is no GEMM (k = 0) and no bias.
+        var y = bias == nil && k > 0 ? unfilledArray(T.self, n * o * p) : [T](repeating: 0, count: n * o * p)
         if let bias {
-            for img in 0..<n { for oc in 0..<o { for q in 0..<p { y[(img * o + oc) * p + q] = bias[oc] } } }
+            y.withUnsafeMutableBufferPointer { py in
+                for img in 0..<n { for oc in 0..<o { (py.baseAddress! + (img * o + oc) * p).update(repeating: bias[oc], count: p) } }
+            }
         }
         if k == 0 || o == 0 { return y }
         x.withUnsafeBufferPointer { px in
@@ -180,8 +184,9 @@ extension Kernels {
         let hq = oh + 2 * qh, wq = ow + 2 * qw
         let unit = Conv2dGeometry(stride: (1, 1), padding: (0, 0), dilation: (g.dilationH, g.dilationW))
         let (rowOff, colOff) = im2colOffsets(channels: o, kh: kh, kw: kw, oh: h, ow: w, hp: hq, wp: wq, unit)
-        var gx = [T](repeating: 0, count: n * c * h * w)
-        if k2 == 0 || c == 0 { return gx }
+        if k2 == 0 || c == 0 { return [T](repeating: 0, count: n * c * h * w) }
+        // Each image's GEMM writes its whole gradient plane set: no zero fill.
+        var gx = unfilledArray(T.self, n * c * h * w)
         gy.withUnsafeBufferPointer { pg in
             wt.withUnsafeBufferPointer { pw in
                 gx.withUnsafeMutableBufferPointer { px in
