@@ -14,8 +14,9 @@
 //     (from the unscaled Q, as SAM's add_decomposed_rel_pos)
 //   P = softmax_rows(S); O_h = P V_h
 // Softmax per row: m = max; e = exp(x − m); sum in Double in a fixed order; y = e · (1 / sum)
-// (PyTorch's vectorised softmax also multiplies by the reciprocal). Float rows use
-// `Kernels.expFloat` (a polynomial the compiler vectorises); other scalars `T.exp`.
+// (PyTorch's vectorised softmax also multiplies by the reciprocal). Float rows run 16 lanes at a
+// time with `Kernels.expFloat16` (the polynomial `expFloat` on SIMD16, the same bits per lane);
+// other scalars `T.exp`.
 //
 // Parallelism (bitwise identical for any thread count): the forward splits (b, h, row block)
 // units, each writing its own rows and head columns of O (and of P when kept); the backward

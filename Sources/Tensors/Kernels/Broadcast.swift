@@ -33,14 +33,10 @@ extension Kernels {
 
     /// a (op) b over the broadcast shape `outShape`: `binary(_:_:_:_:_:_:)` with the op, but
     /// the same-shape and single-value cases run a loop with the op compiled in (no call per
-    /// element), in 64K-element chunks over the threads.
+    /// element).
     public static func binary(_ a: [Float], _ aShape: [Int], _ b: [Float], _ bShape: [Int],
                               _ outShape: [Int], _ op: Arithmetic) -> [Float] {
-        let n = outShape.product
-        let sameShape = aShape == bShape
-        let scalarB = !sameShape && b.count == 1 && aShape == outShape
-        let scalarA = !sameShape && !scalarB && a.count == 1 && bShape == outShape
-        guard sameShape || scalarB || scalarA else {
+        guard let mode = directMode(aShape, a.count, bShape, b.count, outShape) else {
             switch op {
             case .add: return binary(a, aShape, b, bShape, outShape, +)
             case .sub: return binary(a, aShape, b, bShape, outShape, -)
@@ -48,31 +44,30 @@ extension Kernels {
             case .div: return binary(a, aShape, b, bShape, outShape, /)
             }
         }
-        let mode = sameShape ? 0 : scalarB ? 1 : 2
-        return [Float](unsafeUninitializedCapacity: n) { buf, c in
-            defer { c = n }
-            guard n > 0 else { return }
-            a.withUnsafeBufferPointer { pa in
-                b.withUnsafeBufferPointer { pb in
-                    let ap = SendableConstPointer(pa.baseAddress!), bp = SendableConstPointer(pb.baseAddress!)
-                    let outp = SendablePointer(buf.baseAddress!)
-                    Parallel.forEachChunk(n, grain: 1 << 16) { r in
-                        switch op {
-                        case .add: arithmeticChunk(r, mode, ap.base, bp.base, outp.base) { $0 + $1 }
-                        case .sub: arithmeticChunk(r, mode, ap.base, bp.base, outp.base) { $0 - $1 }
-                        case .mul: arithmeticChunk(r, mode, ap.base, bp.base, outp.base) { $0 * $1 }
-                        case .div: arithmeticChunk(r, mode, ap.base, bp.base, outp.base) { $0 / $1 }
-                        }
-                    }
-                }
+        return chunkedElementwise(a, b, count: outShape.product) { r, x, y, o in
+            switch op {
+            case .add: directChunk(r, mode, x, y, o) { $0 + $1 }
+            case .sub: directChunk(r, mode, x, y, o) { $0 - $1 }
+            case .mul: directChunk(r, mode, x, y, o) { $0 * $1 }
+            case .div: directChunk(r, mode, x, y, o) { $0 / $1 }
             }
         }
     }
 
+    /// How a binary op can index its inputs directly: 0 same shapes, 1 b a single value
+    /// broadcast over a, 2 a a single value broadcast over b; nil for any other broadcast.
+    @inlinable
+    static func directMode(_ aShape: [Int], _ aCount: Int, _ bShape: [Int], _ bCount: Int, _ outShape: [Int]) -> Int? {
+        if aShape == bShape { return 0 }
+        if bCount == 1 && aShape == outShape { return 1 }
+        if aCount == 1 && bShape == outShape { return 2 }
+        return nil
+    }
+
     /// o[i] = f(x[i], y[i]) (mode 0), f(x[i], y[0]) (1) or f(x[0], y[i]) (2) for i in r.
-    @inline(__always)
-    static func arithmeticChunk(_ r: Range<Int>, _ mode: Int, _ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
-                                _ o: UnsafeMutablePointer<Float>, _ f: (Float, Float) -> Float) {
+    @inlinable @inline(__always)
+    static func directChunk<T>(_ r: Range<Int>, _ mode: Int, _ x: UnsafePointer<T>, _ y: UnsafePointer<T>,
+                               _ o: UnsafeMutablePointer<T>, _ f: (T, T) -> T) {
         switch mode {
         case 0:
             for i in r { o[i] = f(x[i], y[i]) }
@@ -85,39 +80,35 @@ extension Kernels {
         }
     }
 
-    /// out[i] = f(a[ia], b[ib]) over the broadcast shape `outShape`.
+    /// A `count`-element output written by `chunk(range, a, b, out)` over 64K-element ranges on
+    /// the threads. Each output element must depend on its own inputs only (then any split gives
+    /// the same bits); `chunk` writes every element of its range.
+    @inlinable
+    public static func chunkedElementwise<T>(
+        _ a: [T], _ b: [T], count n: Int,
+        _ chunk: @Sendable (Range<Int>, UnsafePointer<T>, UnsafePointer<T>, UnsafeMutablePointer<T>) -> Void
+    ) -> [T] {
+        [T](unsafeUninitializedCapacity: n) { buf, initialized in
+            defer { initialized = n }
+            guard n > 0 else { return }
+            a.withUnsafeBufferPointer { pa in
+                b.withUnsafeBufferPointer { pb in
+                    let ap = SendableConstPointer(pa.baseAddress!), bp = SendableConstPointer(pb.baseAddress!)
+                    let op = SendablePointer(buf.baseAddress!)
+                    Parallel.forEachChunk(n, grain: 1 << 16) { r in chunk(r, ap.base, bp.base, op.base) }
+                }
+            }
+        }
+    }
+
+    /// out[i] = f(a[ia], b[ib]) over the broadcast shape `outShape` (same shapes and single
+    /// values index directly, in chunks over the threads; other broadcasts walk the strides).
     @inlinable
     public static func binary<T>(_ a: [T], _ aShape: [Int], _ b: [T], _ bShape: [Int],
                                  _ outShape: [Int], _ f: @Sendable (T, T) -> T) -> [T] {
         let n = outShape.product
-        // Same shapes, or one side a single value: f per element on raw pointers, in chunks
-        // over the threads from 64K elements (each output depends on its own inputs only).
-        let sameShape = aShape == bShape
-        let scalarB = !sameShape && b.count == 1 && aShape == outShape
-        let scalarA = !sameShape && !scalarB && a.count == 1 && bShape == outShape
-        if sameShape || scalarB || scalarA {
-            return [T](unsafeUninitializedCapacity: n) { buf, c in
-                defer { c = n }
-                guard n > 0 else { return }
-                a.withUnsafeBufferPointer { pa in
-                    b.withUnsafeBufferPointer { pb in
-                        let ap = SendableConstPointer(pa.baseAddress!), bp = SendableConstPointer(pb.baseAddress!)
-                        let op = SendablePointer(buf.baseAddress!)
-                        Parallel.forEachChunk(n, grain: 1 << 16) { r in
-                            let x = ap.base, y = bp.base, o = op.base
-                            if sameShape {
-                                for i in r { o[i] = f(x[i], y[i]) }
-                            } else if scalarB {
-                                let s = y[0]
-                                for i in r { o[i] = f(x[i], s) }
-                            } else {
-                                let s = x[0]
-                                for i in r { o[i] = f(s, y[i]) }
-                            }
-                        }
-                    }
-                }
-            }
+        if let mode = directMode(aShape, a.count, bShape, b.count, outShape) {
+            return chunkedElementwise(a, b, count: n) { r, x, y, o in directChunk(r, mode, x, y, o, f) }
         }
         let sa = broadcastStrides(aShape, to: outShape), sb = broadcastStrides(bShape, to: outShape)
         let r = outShape.count

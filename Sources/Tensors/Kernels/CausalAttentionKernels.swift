@@ -8,7 +8,7 @@
 //   P[i, j] = softmax over j ≤ i of S[i, j], and exactly 0 for j > i (the −∞ causal mask)
 //   O_h = P V_h
 // Softmax per row over its i+1 visible logits: `Kernels.softmaxRowInPlace` (max; e = exp(x − m)
-// with the vectorised `expFloat` for Float; Σ in Double over fixed lanes; y = e · (1/Σ)).
+// with `expFloat16`/`expFloat` for Float; Σ in Double over fixed lanes; y = e · (1/Σ)).
 // Backward per head, blocks in order (sums in Double for the softmax, k order in the GEMMs):
 //   dV_h += Pᵀ dO_h;  dP = dO_h V_hᵀ;  dS = P ⊙ (dP − Σ_j dP ⊙ P);
 //   dQ_h = (dS K_h) · s;  dK_h += dSᵀ (Q_h · s)

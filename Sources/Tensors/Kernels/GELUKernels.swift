@@ -96,63 +96,40 @@ extension Kernels {
 
     /// GELU of every element of `x`.
     public static func geluVectorized(_ x: [Float]) -> [Float] {
-        let n = x.count
-        return [Float](unsafeUninitializedCapacity: n) { ob, count in
-            if n > 0 {
-                x.withUnsafeBufferPointer { xb in
-                    let xp = SendableConstPointer(xb.baseAddress!), op = SendablePointer(ob.baseAddress!)
-                    Parallel.forEachChunk(n, grain: 1 << 16) { range in
-                        let xs = xp.base, os = op.base
-                        var i = range.lowerBound
-                        while i + 16 <= range.upperBound {
-                            let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
-                            let y = (v * 0.5) * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
-                            UnsafeMutableRawPointer(os + i).storeBytes(of: y, as: SIMD16<Float>.self)
-                            i += 16
-                        }
-                        for i in i..<range.upperBound {
-                            let v = xs[i]
-                            os[i] = (v * 0.5) * (1 + erfFloat(v * 0.70710678118654752440))
-                        }
-                    }
-                }
+        chunkedElementwise(x, x, count: x.count) { range, xs, _, os in
+            var i = range.lowerBound
+            while i + 16 <= range.upperBound {
+                let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
+                let y = (v * 0.5) * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
+                UnsafeMutableRawPointer(os + i).storeBytes(of: y, as: SIMD16<Float>.self)
+                i += 16
             }
-            count = n
+            for i in i..<range.upperBound {
+                let v = xs[i]
+                os[i] = (v * 0.5) * (1 + erfFloat(v * 0.70710678118654752440))
+            }
         }
     }
 
     /// g · GELU'(x), elementwise.
     public static func geluVectorizedBackward(_ g: [Float], _ x: [Float]) -> [Float] {
         precondition(g.count == x.count, "geluVectorizedBackward: \(g.count) gradients for \(x.count) inputs")
-        let n = x.count
-        return [Float](unsafeUninitializedCapacity: n) { ob, count in
-            if n > 0 {
-                x.withUnsafeBufferPointer { xb in
-                    g.withUnsafeBufferPointer { gb in
-                        let xp = SendableConstPointer(xb.baseAddress!), gp = SendableConstPointer(gb.baseAddress!)
-                        let op = SendablePointer(ob.baseAddress!)
-                        Parallel.forEachChunk(n, grain: 1 << 16) { range in
-                            let xs = xp.base, gs = gp.base, os = op.base
-                            var i = range.lowerBound
-                            while i + 16 <= range.upperBound {
-                                let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
-                                let gv = UnsafeRawPointer(gs + i).loadUnaligned(as: SIMD16<Float>.self)
-                                let cdf = 0.5 * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
-                                let pdf = expFloat16(-0.5 * (v * v)) * SIMD16(repeating: 0.39894228040143267794)
-                                UnsafeMutableRawPointer(os + i).storeBytes(of: gv * cdf.addingProduct(v, pdf), as: SIMD16<Float>.self)
-                                i += 16
-                            }
-                            for i in i..<range.upperBound {
-                                let v = xs[i]
-                                let cdf = 0.5 * (1 + erfFloat(v * 0.70710678118654752440))
-                                let pdf = expFloat(-0.5 * (v * v)) * 0.39894228040143267794
-                                os[i] = gs[i] * cdf.addingProduct(v, pdf)
-                            }
-                        }
-                    }
-                }
+        return chunkedElementwise(x, g, count: x.count) { range, xs, gs, os in
+            var i = range.lowerBound
+            while i + 16 <= range.upperBound {
+                let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
+                let gv = UnsafeRawPointer(gs + i).loadUnaligned(as: SIMD16<Float>.self)
+                let cdf = 0.5 * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
+                let pdf = expFloat16(-0.5 * (v * v)) * SIMD16(repeating: 0.39894228040143267794)
+                UnsafeMutableRawPointer(os + i).storeBytes(of: gv * cdf.addingProduct(v, pdf), as: SIMD16<Float>.self)
+                i += 16
             }
-            count = n
+            for i in i..<range.upperBound {
+                let v = xs[i]
+                let cdf = 0.5 * (1 + erfFloat(v * 0.70710678118654752440))
+                let pdf = expFloat(-0.5 * (v * v)) * 0.39894228040143267794
+                os[i] = gs[i] * cdf.addingProduct(v, pdf)
+            }
         }
     }
 }

@@ -14,7 +14,8 @@
 //
 // Packing scratch comes from a pool (no page faults per call); the next C tile is prefetched
 // while the current one computes. A convolution's B panel whose 2W columns are one contiguous
-// run of the input in every row is not packed: the micro-kernel reads it where it is.
+// run of the input in every row is not packed: the micro-kernel reads it where it is. With
+// AVX-512, a full transposed-B panel is packed with 16-lane gathers (`flmm_pack_bt32`).
 //
 // Determinism: the micro-kernel keeps one accumulator per C element and adds the products in
 // k order with FMA (`addingProduct`), starting from 0 when pc == 0 and the call does not
