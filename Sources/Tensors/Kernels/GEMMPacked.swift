@@ -288,11 +288,15 @@ enum GEMMPacked {
                                     flmm_prefetch_c(next + r * ldc + nr - 1)
                                 }
                             }
-                            let full = h == mr && w == nr
+                            // A panel at most one vector wide (W columns) runs the one-vector kernel.
+                            let narrow = w <= V.scalarCount
+                            let full = h == mr && w == (narrow ? V.scalarCount : nr)
                             let cOut = full ? cTile : tile, ldOut = full ? ldc : nr
                             if !full && load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
                             if let panel = inPlace[jr / nr] {
                                 microKernel(v, kcb, aPanel, InPlaceRows(panel.origin, panel.rowOff + pc), cOut, ldOut, load)
+                            } else if narrow {
+                                microKernelNarrow(v, kcb, aPanel, PackedRows(bPanel, v), cOut, ldOut, load)
                             } else {
                                 microKernel(v, kcb, aPanel, PackedRows(bPanel, v), cOut, ldOut, load)
                             }
@@ -360,6 +364,33 @@ enum GEMMPacked {
         r.storeBytes(of: c30, toByteOffset: 3 * s, as: V.self); r.storeBytes(of: c31, toByteOffset: 3 * s + o, as: V.self)
         r.storeBytes(of: c40, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c41, toByteOffset: 4 * s + o, as: V.self)
         r.storeBytes(of: c50, toByteOffset: 5 * s, as: V.self); r.storeBytes(of: c51, toByteOffset: 5 * s + o, as: V.self)
+    }
+
+    /// The 6 × W register tile: `microKernel` for a B panel whose columns past W are padding
+    /// (a narrow last panel, or n ≤ W as in attention with 16-wide heads). The same sums.
+    @inline(never)
+    static func microKernelNarrow<V: SIMD, Rows: PanelRows>(_ v: V.Type, _ kc: Int, _ a: UnsafePointer<Float>, _ b: Rows,
+                                                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
+    where V.Scalar == Float {
+        var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
+        if load {
+            let r = UnsafeRawPointer(c), s = ldc * 4
+            c0 = r.loadUnaligned(as: V.self); c1 = r.loadUnaligned(fromByteOffset: s, as: V.self)
+            c2 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c3 = r.loadUnaligned(fromByteOffset: 3 * s, as: V.self)
+            c4 = r.loadUnaligned(fromByteOffset: 4 * s, as: V.self); c5 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self)
+        }
+        var pa = a
+        for p in 0..<kc {
+            let b0 = b.row(p).loadUnaligned(as: V.self)
+            c0 = c0.addingProduct(V(repeating: pa[0]), b0); c1 = c1.addingProduct(V(repeating: pa[1]), b0)
+            c2 = c2.addingProduct(V(repeating: pa[2]), b0); c3 = c3.addingProduct(V(repeating: pa[3]), b0)
+            c4 = c4.addingProduct(V(repeating: pa[4]), b0); c5 = c5.addingProduct(V(repeating: pa[5]), b0)
+            pa += 6
+        }
+        let r = UnsafeMutableRawPointer(c), s = ldc * 4
+        r.storeBytes(of: c0, as: V.self); r.storeBytes(of: c1, toByteOffset: s, as: V.self)
+        r.storeBytes(of: c2, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c3, toByteOffset: 3 * s, as: V.self)
+        r.storeBytes(of: c4, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c5, toByteOffset: 5 * s, as: V.self)
     }
 
     // MARK: driver for A read through an index map (no A packing)
