@@ -3,7 +3,8 @@
 //
 // Legend: C[M, N] (+)= A[M, K] · B[K, N]. MR × NR is the register tile: MR = 6 rows by
 // NR = 2 vectors of W floats (W = 16 with AVX-512, 8 with AVX2: `FLMM_SIMD_FLOATS`, which
-// follows the build's `-target-cpu`). KC, MC, NC are the cache blocks (BLIS's loop order):
+// follows the build's `-target-cpu`); a packed panel at most W wide runs a 6 × W kernel
+// (`microKernelNarrow`). KC, MC, NC are the cache blocks (BLIS's loop order):
 //
 //   for jc in N by NC:                 (thread's column range)
 //     for pc in K by KC:               pack B[pc, jc] into KC×NR panels (L2)
