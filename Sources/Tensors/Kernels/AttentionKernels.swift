@@ -67,12 +67,6 @@ public struct AttentionGeometry: Sendable, Equatable {
 }
 
 extension Kernels {
-    /// An array of `count` elements that the caller overwrites entirely before reading (no zero fill).
-    @inline(__always)
-    static func unfilledArray<T: BinaryFloatingPoint>(_: T.Type, _ count: Int) -> [T] {
-        [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
-    }
-
     // MARK: exp
 
     static let expHi: Float = 88.72283, expLo: Float = -87.33654

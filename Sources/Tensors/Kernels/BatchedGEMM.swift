@@ -34,36 +34,34 @@ extension Kernels {
         let sa = broadcastStrides(aBatch, to: batch), sb = broadcastStrides(bBatch, to: batch)
         let aOff = batchOffsets(batch, sa, matrix: m * k), bOff = batchOffsets(batch, sb, matrix: k * n)
         if count == 0 || m == 0 || n == 0 || k == 0 { return [T](repeating: 0, count: count * m * n) }
-        // Every product writes its whole C (no accumulation): no zero fill.
-        var c = unfilledArray(T.self, count * m * n)
         let lda = transA ? m : k, ldb = transB ? k : n
         let flops = 2 * m * n * k
         // Many small products: one per thread at a time (Float, own backend), else one after the other.
         let parallelBatches = T.self == Float.self && Backend.current == .own
             && count > 1 && Parallel.threads > 1 && flops < (1 << 24)
-        a.withUnsafeBufferPointer { pa in
-            b.withUnsafeBufferPointer { pb in
-                c.withUnsafeMutableBufferPointer { pc in
+        // Every product writes its whole C (no accumulation): no zero fill.
+        return uninitializedArray(count * m * n) { cp in
+            a.withUnsafeBufferPointer { pa in
+                b.withUnsafeBufferPointer { pb in
                     if parallelBatches {
                         floatBatchesInParallel(
                             count: count, a: UnsafeRawPointer(pa.baseAddress!).assumingMemoryBound(to: Float.self),
                             aOff: aOff, lda: max(lda, 1), transA: transA,
                             b: UnsafeRawPointer(pb.baseAddress!).assumingMemoryBound(to: Float.self),
                             bOff: bOff, ldb: max(ldb, 1), transB: transB,
-                            c: UnsafeMutableRawPointer(pc.baseAddress!).assumingMemoryBound(to: Float.self),
+                            c: UnsafeMutableRawPointer(cp).assumingMemoryBound(to: Float.self),
                             m: m, n: n, k: k)
                     } else {
                         for i in 0..<count {
                             gemmGeneric(transA: transA, transB: transB, m: m, n: n, k: k,
                                         a: pa.baseAddress! + aOff[i], lda: max(lda, 1),
                                         b: pb.baseAddress! + bOff[i], ldb: max(ldb, 1),
-                                        c: pc.baseAddress! + i * m * n, ldc: n, accumulate: false)
+                                        c: cp + i * m * n, ldc: n, accumulate: false)
                         }
                     }
                 }
             }
         }
-        return c
     }
 
     /// The batch loop of `batchedGEMM` over threads, one single-threaded GEMM per batch matrix.

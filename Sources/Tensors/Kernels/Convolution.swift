@@ -92,7 +92,7 @@ extension Kernels {
         let p = oh * ow, k = c * kh * kw
         // Each output plane starts at its bias (the GEMM accumulates onto it) or is written whole
         // by the GEMM; zeros only when there is no GEMM (k = 0) and no bias.
-        var y = bias == nil && k > 0 ? unfilledArray(T.self, n * o * p) : [T](repeating: 0, count: n * o * p)
+        var y = bias == nil && k == 0 ? [T](repeating: 0, count: n * o * p) : unfilledArray(T.self, n * o * p)
         if let bias {
             y.withUnsafeMutableBufferPointer { py in
                 for img in 0..<n { for oc in 0..<o { (py.baseAddress! + (img * o + oc) * p).update(repeating: bias[oc], count: p) } }
@@ -186,23 +186,21 @@ extension Kernels {
         let (rowOff, colOff) = im2colOffsets(channels: o, kh: kh, kw: kw, oh: h, ow: w, hp: hq, wp: wq, unit)
         if k2 == 0 || c == 0 { return [T](repeating: 0, count: n * c * h * w) }
         // Each image's GEMM writes its whole gradient plane set: no zero fill.
-        var gx = unfilledArray(T.self, n * c * h * w)
-        gy.withUnsafeBufferPointer { pg in
-            wt.withUnsafeBufferPointer { pw in
-                gx.withUnsafeMutableBufferPointer { px in
+        return uninitializedArray(n * c * h * w) { px in
+            gy.withUnsafeBufferPointer { pg in
+                wt.withUnsafeBufferPointer { pw in
                     for img in 0..<n {
                         let gyp = padPlanes(pg.baseAddress! + img * o * oh * ow, channels: o, h: oh, w: ow,
                                             top: qh, bottom: qh, left: qw, right: qw)
                         gyp.withUnsafeBufferPointer { b in
                             gemmMappedB(m: c, n: h * w, k: k2, a: pw.baseAddress!, lda: k2, transA: false,
                                         base: b.baseAddress!, rowOff: rowOff, colOff: colOff,
-                                        c: px.baseAddress! + img * c * h * w, ldc: h * w, accumulate: false)
+                                        c: px + img * c * h * w, ldc: h * w, accumulate: false)
                         }
                     }
                 }
             }
         }
-        return gx
     }
 
     /// Any stride: dcol = Wᵀ · dy_n (a GEMM per block of channels), then col2im into a padded

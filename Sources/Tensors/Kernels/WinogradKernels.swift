@@ -41,6 +41,13 @@ extension Kernels {
         }
     }
 
+    /// An array of `count` elements that the caller overwrites entirely before reading: the
+    /// form of `uninitializedArray` for several outputs written in one pass (the attention's).
+    @inline(__always)
+    static func unfilledArray<T>(_: T.Type, _ count: Int) -> [T] {
+        [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+    }
+
     /// Runs the 16 GEMMs of a Winograd step: whole GEMMs split over the threads (each GEMM on
     /// one thread: one dispatch instead of sixteen, and no k split, so the same bits on any
     /// thread count); `body(ξ, threads)` gets the thread count its GEMM may use.
