@@ -15,16 +15,17 @@ final class GEMMTests: XCTestCase {
     /// Runs one GEMM with our kernels (given width) and the reference; returns (ours, reference).
     static func run(m: Int, n: Int, k: Int, transA: Bool, transB: Bool, accumulate: Bool,
                     padA: Int = 0, padB: Int = 0, padC: Int = 0, width: Int? = nil, threads: Int = 1,
-                    seed: UInt64 = 1, reference: Bool = true) -> ([Float], [Float]) {
+                    aInPlace: Bool? = nil, seed: UInt64 = 1, reference: Bool = true) -> ([Float], [Float]) {
         let lda = max(transA ? m : k, 1) + padA, ldb = max(transB ? k : n, 1) + padB, ldc = max(n, 1) + padC
         let a = randn(max((transA ? k : m) * lda, 1), seed: seed)
         let b = randn(max((transB ? n : k) * ldb, 1), seed: seed + 1)
         let c0 = randn(max(m * ldc, 1), seed: seed + 2)
         var ours = c0, ref = c0
         ours.withUnsafeMutableBufferPointer { c in
-            if let width {
-                Kernels.gemmPacked(width: width, transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda,
-                                   b: b, ldb: ldb, c: c.baseAddress!, ldc: ldc, accumulate: accumulate, threads: threads)
+            if width != nil || aInPlace != nil {
+                Kernels.gemmPacked(width: width ?? Kernels.gemmSIMDWidth, transA: transA, transB: transB, m: m, n: n,
+                                   k: k, a: a, lda: lda, b: b, ldb: ldb, c: c.baseAddress!, ldc: ldc,
+                                   accumulate: accumulate, threads: threads, aInPlace: aInPlace)
             } else {
                 Kernels.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                              c: c.baseAddress!, ldc: ldc, accumulate: accumulate, threads: threads)
@@ -61,9 +62,32 @@ final class GEMMTests: XCTestCase {
         XCTAssertEqual(cases, Self.shapes.count * 8)
     }
 
+    /// A read in place (row panels `RowsA`, transposed `ColumnsA`, a last partial panel packed)
+    /// and A packed give the reference bits, whatever the automatic choice would be: every odd
+    /// shape, both transposes, accumulation, padded leading dimensions, and 2 threads splitting
+    /// rows (m > n) or columns.
+    func testAReadInPlaceOrPackedBitwiseEqual() {
+        var cases = 0
+        let shapes = Self.shapes + [(150, 400, 70), (600, 96, 300), (96, 300, 600)]
+        for (m, n, k) in shapes {
+            for transA in [false, true] {
+                for inPlace in [false, true] {
+                    let seed = UInt64(7 * m + n + k)
+                    let (ours, ref) = Self.run(m: m, n: n, k: k, transA: transA, transB: !transA, accumulate: transA,
+                                               padA: 3, padC: 1, threads: 2, aInPlace: inPlace, seed: seed)
+                    XCTAssertEqual(Self.bits(ours), Self.bits(ref),
+                                   "aInPlace \(inPlace): m \(m) n \(n) k \(k) transA \(transA)")
+                    cases += 1
+                }
+            }
+        }
+        XCTAssertEqual(cases, shapes.count * 4)
+    }
+
     /// A too large to pack whole (m·k > 4M floats on one thread): A packed per (KC, MC) block.
     func testBlockwisePackedA() {
-        let (ours, ref) = Self.run(m: 2100, n: 7, k: 2001, transA: false, transB: true, accumulate: true)
+        let (ours, ref) = Self.run(m: 2100, n: 7, k: 2001, transA: false, transB: true, accumulate: true,
+                                   aInPlace: false)
         XCTAssertEqual(Self.bits(ours), Self.bits(ref))
     }
 

@@ -119,16 +119,19 @@ extension Kernels {
 
     /// Our packed GEMM with an explicit SIMD width (16, 8 or 4 floats), whatever `Backend.current`:
     /// lets tests and benchmarks run the narrower kernels of other machines on this one.
+    /// `aInPlace` forces A to be read unpacked (true) or packed (false); nil lets the kernel
+    /// choose. Every choice gives the same bits.
     public static func gemmPacked(
         width: Int, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int = Parallel.threads
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int = Parallel.threads,
+        aInPlace: Bool? = nil
     ) {
         precondition([16, 8, 4].contains(width), "gemmPacked: width \(width) is not 16, 8 or 4")
         checkGEMM(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
         if m == 0 || n == 0 { return }
         GEMMPacked.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, width: width)
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, width: width, aInPlace: aInPlace)
     }
 
     /// The SIMD width (floats) of our kernels in this build: 16 (AVX-512), 8 (AVX2) or 4.
