@@ -29,7 +29,8 @@ var quick = false
 var backends = Backend.allCases
 var only: String?
 var useMinimum = false
-var extraShapes: [(Int, Int, Int)] = []
+/// Extra GEMM shapes (M, N, K, transA, transB).
+var extraShapes: [(Int, Int, Int, Bool, Bool)] = []
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
     switch a {
@@ -46,19 +47,24 @@ while let a = args.popFirst() {
     case "--min":
         useMinimum = true
     case "--shape":
-        let parts = (args.popFirst() ?? "").split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 3 else { fatalError("flmm-bench: --shape MxNxK") }
-        extraShapes.append((parts[0], parts[1], parts[2]))
+        let spec = (args.popFirst() ?? "").split(separator: ":")
+        let parts = (spec.first ?? "").split(separator: "x").compactMap { Int($0) }
+        let trans = spec.count == 2 ? String(spec[1]).lowercased() : "nn"
+        guard parts.count == 3, spec.count <= 2, ["nn", "tn", "nt", "tt"].contains(trans) else {
+            fatalError("flmm-bench: --shape MxNxK or MxNxK:TN (A transposed), :NT (B), :TT")
+        }
+        extraShapes.append((parts[0], parts[1], parts[2], trans.first == "t", trans.last == "t"))
     case "-h", "--help":
         print("""
-        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet|sam] [--shape MxNxK]
+        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet|sam] [--shape MxNxK[:TN]]
           --quick    small sizes (a smoke run)
           --backend  measure one backend only
           --only     gemm | conv | shapes | unet | sam: the square GEMMs, the convolutions, only --shape
                      GEMMs, only the U-Net training step (UNetBench.swift), or only the SAM
                      rows (SAMBench.swift)
           --min      report the fastest sample instead of the median (tuning on a busy machine)
-          --shape MxNxK  also time C[M,N] = A[M,K]·B[K,N] (repeatable)
+          --shape MxNxK  also time C[M,N] = A[M,K]·B[K,N] (repeatable); MxNxK:TN with A stored
+                 transposed ([K,M]), :NT with B transposed ([N,K]), :TT both
         """)
         exit(0)
     default:
@@ -229,15 +235,16 @@ var bitwiseCases: [Int] = []
 // MARK: GEMM
 
 let gemmSizes = only != nil && only != "gemm" ? [] : quick ? [64, 128] : [256, 512, 1024, 2048]
-for (m, n, k) in gemmSizes.map({ ($0, $0, $0) }) + extraShapes {
+for (m, n, k, ta, tb) in gemmSizes.map({ ($0, $0, $0, false, false) }) + extraShapes {
     let a = randn(m * k, seed: 1), b = randn(k * n, seed: 2)
     let product = {
         var c = [Float](repeating: 0, count: m * n)
-        Kernels.gemm(transA: false, transB: false, m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n,
+        Kernels.gemm(transA: ta, transB: tb, m: m, n: n, k: k, a: a, lda: ta ? m : k, b: b, ldb: tb ? k : n,
                      c: &c, ldc: n, accumulate: false)
         return c
     }
-    let name = m == n && n == k ? "gemm_\(n)" : "gemm_\(m)x\(n)x\(k)"
+    let suffix = ta || tb ? "_" + (ta ? "t" : "n") + (tb ? "t" : "n") : ""
+    let name = (m == n && n == k ? "gemm_\(n)" : "gemm_\(m)x\(n)x\(k)") + suffix
     bitwiseCases.append(cases.count)
     cases.append(BenchCase(name: name, flops: 2 * Double(m) * Double(n) * Double(k), run: { _ = product() },
                            outputs: product))
