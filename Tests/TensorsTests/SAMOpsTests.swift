@@ -324,23 +324,39 @@ final class SAMOpsTests: XCTestCase {
 
     // MARK: permute fast paths
 
+    /// out[i0, i1, i2, i3] = x[Σ_d i_d · stride(dims[d])], element by element.
+    static func permuteDefinition(_ x: [Float], _ shape: [Int], _ dims: [Int]) -> [Float] {
+        let strides = Tensor.strides(of: shape), outShape = dims.map { shape[$0] }
+        var expected: [Float] = []
+        var idx = [Int](repeating: 0, count: 4)
+        for _ in 0..<x.count {
+            var src = 0
+            for d in 0..<4 { src += idx[d] * strides[dims[d]] }
+            expected.append(x[src])
+            var d = 3
+            while d >= 0 { idx[d] += 1; if idx[d] < outShape[d] { break }; idx[d] = 0; d -= 1 }
+        }
+        return expected
+    }
+
     func testBlockedPermuteEqualsDefinition() {
         let shape = [2, 3, 5, 7]
         let x = (0..<shape.product).map { Float($0) }
-        let strides = Tensor.strides(of: shape)
         for dims in [[0, 2, 1, 3], [0, 1, 3, 2], [3, 2, 1, 0], [1, 0, 2, 3], [0, 3, 1, 2], [2, 0, 3, 1]] {
-            let out = Kernels.permute(x, shape, dims)
-            let outShape = dims.map { shape[$0] }
-            var expected: [Float] = []
-            var idx = [Int](repeating: 0, count: 4)
-            for _ in 0..<x.count {
-                var src = 0
-                for d in 0..<4 { src += idx[d] * strides[dims[d]] }
-                expected.append(x[src])
-                var d = 3
-                while d >= 0 { idx[d] += 1; if idx[d] < outShape[d] { break }; idx[d] = 0; d -= 1 }
+            XCTAssertEqual(Kernels.permute(x, shape, dims), Self.permuteDefinition(x, shape, dims), "\(dims)")
+        }
+        // Large enough to split over 2 threads (runs, 32-row tile bands with a partial last band,
+        // and the generic path), on 1 and 2 threads.
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        let large = [3, 50, 41, 70]
+        let y = (0..<large.product).map { Float($0) }
+        for dims in [[0, 2, 1, 3], [0, 1, 3, 2], [3, 2, 1, 0], [0, 3, 1, 2]] {
+            let expected = Self.permuteDefinition(y, large, dims)
+            for threads in [1, 2] {
+                Parallel.threads = threads
+                XCTAssertEqual(Kernels.permute(y, large, dims), expected, "\(dims) on \(threads) threads")
             }
-            XCTAssertEqual(out, expected, "\(dims)")
         }
         // A large transpose (tiles) and a pixel shuffle (contiguous runs).
         let big = (0..<(70 * 45)).map { Float($0) }

@@ -89,7 +89,8 @@ extension Kernels {
     /// Fast paths of `permute` (same result, element for element): after merging output dims
     /// that stay adjacent in the input, either the innermost run is contiguous in both (copied
     /// run by run) or the last two output dims are a transpose of a contiguous input dim (copied
-    /// in 32×32 tiles). Nil when neither applies.
+    /// in 32×32 tiles), split over the threads by output rows or 32-row bands (pure copies:
+    /// the same result on any thread count). Nil when neither applies.
     static func permuteBlocked<T>(_ x: [T], _ outShape: [Int], _ srcStrides: [Int]) -> [T]? {
         // Drop size-1 dims, then merge dim d into d+1 when srcStride[d] == size[d+1]·srcStride[d+1].
         var shape: [Int] = [], st: [Int] = []
@@ -123,14 +124,19 @@ extension Kernels {
                 d -= 1
             }
         }
+        // Pure copies, so any split over threads gives the same result: output rows (runs) or
+        // bands of 32 output rows (tiles), at least ~32K elements per thread.
+        let minElements = 1 << 15
+        let offsets = outerOff
         if sb == 1 {
-            // Contiguous runs of b elements.
+            // Contiguous runs of b elements: output row (o, i) from x[off(o) + i·sa ..< + b].
             return x.withUnsafeBufferPointer { xb in
                 [T](unsafeUninitializedCapacity: n) { buf, c in
-                    let src = xb.baseAddress!, dst = buf.baseAddress!
-                    for o in 0..<outer {
-                        for i in 0..<a {
-                            (dst + (o * a + i) * b).initialize(from: src + outerOff[o] + i * sa, count: b)
+                    let src = SendableConstPointer(xb.baseAddress!), dst = SendablePointer(buf.baseAddress!)
+                    Parallel.forEachChunk(outer * a, grain: Swift.max(1, minElements / b)) { rows in
+                        for row in rows {
+                            let o = row / a, i = row % a
+                            (dst.base + row * b).initialize(from: src.base + offsets[o] + i * sa, count: b)
                         }
                     }
                     c = n
@@ -138,16 +144,16 @@ extension Kernels {
             }
         }
         guard sa == 1 else { return nil }
-        // out[o, i, j] = x[off + i + j·sb]: a transpose, in tiles.
+        // out[o, i, j] = x[off + i + j·sb]: a transpose, in 32 × 32 tiles.
         let tile = 32
+        let bands = (a + tile - 1) / tile
         return x.withUnsafeBufferPointer { xb in
             [T](unsafeUninitializedCapacity: n) { buf, c in
-                let src = xb.baseAddress!, dst = buf.baseAddress!
-                for o in 0..<outer {
-                    let s0 = src + outerOff[o], d0 = dst + o * a * b
-                    var i0 = 0
-                    while i0 < a {
-                        let i1 = Swift.min(i0 + tile, a)
+                let src = SendableConstPointer(xb.baseAddress!), dst = SendablePointer(buf.baseAddress!)
+                Parallel.forEachChunk(outer * bands, grain: Swift.max(1, minElements / (tile * b))) { units in
+                    for unit in units {
+                        let o = unit / bands, i0 = (unit % bands) * tile, i1 = Swift.min(i0 + tile, a)
+                        let s0 = src.base + offsets[o], d0 = dst.base + o * a * b
                         var j0 = 0
                         while j0 < b {
                             let j1 = Swift.min(j0 + tile, b)
@@ -156,7 +162,6 @@ extension Kernels {
                             }
                             j0 = j1
                         }
-                        i0 = i1
                     }
                 }
                 c = n
