@@ -102,6 +102,50 @@ final class ConvTests: XCTestCase {
         }
     }
 
+    /// The 1×1 stride-1 backward (plain GEMMs) and the bias sums, against direct loops in the
+    /// order the general kernels use: dx[n,c,q] = FMA chain over o of W[o,c]·dy[n,o,q];
+    /// dW[o,c] = FMA chain over (image, position) of dy·x; db[o] = Double sum in (image,
+    /// position) order. Bitwise, on 1 and 2 threads (21 channels: five groups of four and one).
+    func testConv1x1BackwardBitwiseEqualToDirectLoops() {
+        let (n, c, o, h, w) = (2, 5, 21, 32, 48)
+        let s = h * w
+        let x = S.floats(S.randn(n * c * s, seed: 61)), wt = S.floats(S.randn(o * c, seed: 62))
+        let dy = S.floats(S.randn(n * o * s, seed: 63))
+        var dx = [Float](repeating: 0, count: n * c * s), dw = [Float](repeating: 0, count: o * c)
+        var db = [Float](repeating: 0, count: o)
+        for img in 0..<n {
+            for ch in 0..<c {
+                for q in 0..<s {
+                    var acc: Float = 0
+                    for oc in 0..<o { acc = acc.addingProduct(wt[oc * c + ch], dy[(img * o + oc) * s + q]) }
+                    dx[(img * c + ch) * s + q] = acc
+                }
+            }
+        }
+        for oc in 0..<o {
+            for ch in 0..<c {
+                var acc: Float = 0
+                for img in 0..<n {
+                    for q in 0..<s { acc = acc.addingProduct(dy[(img * o + oc) * s + q], x[(img * c + ch) * s + q]) }
+                }
+                dw[oc * c + ch] = acc
+            }
+            var sum = 0.0
+            for img in 0..<n { for q in 0..<s { sum += Double(dy[(img * o + oc) * s + q]) } }
+            db[oc] = Float(sum)
+        }
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        for threads in [1, 2] {
+            Parallel.threads = threads
+            let g = Kernels.conv2dBackward(dy, x: x, [n, c, h, w], weight: wt, [o, c, 1, 1], Conv2dGeometry(),
+                                           needX: true, needWeight: true, needBias: true)
+            XCTAssertEqual(g.x!.map(\.bitPattern), dx.map(\.bitPattern), "dx, \(threads) threads")
+            XCTAssertEqual(g.weight!.map(\.bitPattern), dw.map(\.bitPattern), "dW, \(threads) threads")
+            XCTAssertEqual(g.bias!.map(\.bitPattern), db.map(\.bitPattern), "db, \(threads) threads")
+        }
+    }
+
     struct TCase {
         var n = 2, c = 4, h = 5, w = 4, o = 3, k = (2, 2)
         var stride = (2, 2), padding = (0, 0), outputPadding = (0, 0), dilation = (1, 1)

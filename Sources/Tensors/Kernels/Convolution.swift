@@ -260,13 +260,37 @@ extension Kernels {
 
     /// Per-channel sums of g [N, O, S] over images and positions, in Double, in that order.
     static func channelSums<T: BinaryFloatingPoint>(_ g: [T], n: Int, o: Int, s: Int) -> [T] {
+        // Channels are independent sums: split over the threads, and four channels advance
+        // together (four dependency chains instead of one); each is still added in (image,
+        // position) order.
         var acc = [Double](repeating: 0, count: o)
-        for img in 0..<n {
-            for oc in 0..<o {
-                var a = acc[oc]
-                let base = (img * o + oc) * s
-                for q in 0..<s { a += Double(g[base + q]) }
-                acc[oc] = a
+        g.withUnsafeBufferPointer { pg in
+            acc.withUnsafeMutableBufferPointer { pa in
+                let gp = SendableConstPointer(pg.baseAddress!), ap = SendablePointer(pa.baseAddress!)
+                Parallel.forEachChunk((o + 3) / 4, grain: Swift.max(1, (1 << 16) / Swift.max(4 * n * s, 1))) { quads in
+                    for quad in quads {
+                        let o0 = 4 * quad, cn = Swift.min(4, o - o0)
+                        if cn < 4 {
+                            for oc in o0..<(o0 + cn) {
+                                var a = 0.0
+                                for img in 0..<n {
+                                    let row = gp.base + (img * o + oc) * s
+                                    for q in 0..<s { a += Double(row[q]) }
+                                }
+                                ap.base[oc] = a
+                            }
+                            continue
+                        }
+                        var a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+                        for img in 0..<n {
+                            let r0 = gp.base + (img * o + o0) * s, r1 = r0 + s, r2 = r1 + s, r3 = r2 + s
+                            for q in 0..<s {
+                                a0 += Double(r0[q]); a1 += Double(r1[q]); a2 += Double(r2[q]); a3 += Double(r3[q])
+                            }
+                        }
+                        ap.base[o0] = a0; ap.base[o0 + 1] = a1; ap.base[o0 + 2] = a2; ap.base[o0 + 3] = a3
+                    }
+                }
             }
         }
         return acc.map { T($0) }
@@ -304,10 +328,53 @@ extension Kernels {
         let (n, c, h, w) = (xShape[0], xShape[1], xShape[2], xShape[3])
         let (o, kh, kw) = (wShape[0], wShape[2], wShape[3])
         let (oh, ow) = g.outputSize(h: h, w: w, kh: kh, kw: kw)
+        if kh == 1 && kw == 1 && g.strideH == 1 && g.strideW == 1 && g.padH == 0 && g.padW == 0 {
+            let (gx, gw) = conv1x1Backward(gy, x: x, weight: weight, n: n, c: c, s: h * w, o: o,
+                                           needX: needX, needWeight: needWeight)
+            return (gx, gw, needBias ? channelSums(gy, n: n, o: o, s: oh * ow) : nil)
+        }
         let gx = needX ? convInputGrad(gy, weight: weight, n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, g) : nil
         let gw = needWeight ? convWeightGrad(gy, x, n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, g) : nil
         let gb = needBias ? channelSums(gy, n: n, o: o, s: oh * ow) : nil
         return (gx, gw, gb)
+    }
+
+    /// dx and dW of a 1×1 convolution with stride 1 and no padding, where the im2col matrix of
+    /// image i is x_i [C, S] itself: dx_i = Wᵀ dy_i, dW = Σ_i dy_i x_iᵀ (images in order), as
+    /// plain GEMMs with nothing packed through an index map. Each element is the same chain of
+    /// products as `convInputGrad` / `convWeightGrad` (over o, resp. over positions then images).
+    static func conv1x1Backward<T: BinaryFloatingPoint>(_ gy: [T], x: [T], weight: [T], n: Int, c: Int, s: Int,
+                                                        o: Int, needX: Bool, needWeight: Bool) -> ([T]?, [T]?) {
+        var gx: [T]?, gw: [T]?
+        gy.withUnsafeBufferPointer { pg in
+            let g0 = pg.baseAddress!
+            if needX {
+                gx = o == 0 || s == 0 ? [T](repeating: 0, count: n * c * s) : uninitializedArray(n * c * s) { px in
+                    weight.withUnsafeBufferPointer { pw in
+                        for img in 0..<n {
+                            gemmGeneric(transA: true, transB: false, m: c, n: s, k: o, a: pw.baseAddress!, lda: c,
+                                        b: g0 + img * o * s, ldb: s, c: px + img * c * s, ldc: s, accumulate: false)
+                        }
+                    }
+                }
+            }
+            if needWeight {
+                var w = [T](repeating: 0, count: o * c)
+                if s > 0 && n > 0 {
+                    x.withUnsafeBufferPointer { px in
+                        w.withUnsafeMutableBufferPointer { pw in
+                            for img in 0..<n {
+                                gemmGeneric(transA: false, transB: true, m: o, n: c, k: s, a: g0 + img * o * s, lda: s,
+                                            b: px.baseAddress! + img * c * s, ldb: s, c: pw.baseAddress!, ldc: c,
+                                            accumulate: img > 0)
+                            }
+                        }
+                    }
+                }
+                gw = w
+            }
+        }
+        return (gx, gw)
     }
 
     /// The output shape of `convTranspose2d`: [N, O, (H−1)s − 2p + d(k−1) + op + 1, …].
