@@ -404,6 +404,53 @@ extension SAMOpsTests {
 }
 
 extension SAMOpsTests {
+    /// layerNormRows' kernels (sums of four rows interleaved) give the bits of the one-row-at-a-
+    /// time algorithm, written out here: 135 rows (quads, a partial quad, a partial 64-row block).
+    func testLayerNormRowsBitwiseEqualToRowByRow() {
+        let (rows, d) = (135, 37)
+        let x = (0..<(rows * d)).map { _ in 3 * rng.nextNormal() + 0.5 }, g = (0..<(rows * d)).map { _ in rng.nextNormal() }
+        let w = (0..<d).map { _ in rng.nextNormal() }, b = (0..<d).map { _ in rng.nextNormal() }
+        var y = [Float](repeating: 0, count: rows * d), mean = [Double](), rstd = [Double]()
+        var dx = [Float](repeating: 0, count: rows * d), dw = [Double](repeating: 0, count: d)
+        var db = [Double](repeating: 0, count: d)
+        var pw = [Double](repeating: 0, count: d), pb = [Double](repeating: 0, count: d)
+        for r in 0..<rows {
+            let xr = Array(x[(r * d)..<((r + 1) * d)]), gr = Array(g[(r * d)..<((r + 1) * d)])
+            var s = 0.0
+            for c in 0..<d { s += Double(xr[c]) }
+            let m = s / Double(d)
+            var v = 0.0
+            for c in 0..<d { let t = Double(xr[c]) - m; v += t * t }
+            let rs = 1 / (v / Double(d) + 1e-5).squareRoot()
+            mean.append(m); rstd.append(rs)
+            let (mt, rt) = (Float(m), Float(rs))
+            for c in 0..<d { y[r * d + c] = ((xr[c] - mt) * rt) * w[c] + b[c] }
+            let xhat = xr.map { ($0 - mt) * rt }, gw = (0..<d).map { gr[$0] * w[$0] }
+            var sg = 0.0, sgx = 0.0
+            for c in 0..<d { sg += Double(gw[c]); sgx += Double(gw[c]) * Double(xhat[c]) }
+            let mg = Float(sg / Double(d)), mgx = Float(sgx / Double(d))
+            for c in 0..<d { dx[r * d + c] = rt * ((gw[c] - mg) - xhat[c] * mgx) }
+            for c in 0..<d { pw[c] += Double(gr[c]) * Double(xhat[c]); pb[c] += Double(gr[c]) }
+            if r % 64 == 63 || r == rows - 1 {   // the kernel's 64-row partial sums, in block order
+                for c in 0..<d { dw[c] += pw[c]; db[c] += pb[c] }
+                pw = [Double](repeating: 0, count: d); pb = pw
+            }
+        }
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        for threads in [1, 2] {
+            Parallel.threads = threads
+            let f = Kernels.layerNormRows(x, rows: rows, d: d, weight: w, bias: b, eps: 1e-5)
+            XCTAssertEqual(f.y.map(\.bitPattern), y.map(\.bitPattern), "y, \(threads) threads")
+            XCTAssertEqual(f.mean, mean)
+            XCTAssertEqual(f.rstd, rstd)
+            let bw = Kernels.layerNormRowsBackward(g, x, rows: rows, d: d, mean: f.mean, rstd: f.rstd, weight: w)
+            XCTAssertEqual(bw.dx.map(\.bitPattern), dx.map(\.bitPattern), "dx, \(threads) threads")
+            XCTAssertEqual(bw.dWeight.map(\.bitPattern), dw.map { Float($0).bitPattern })
+            XCTAssertEqual(bw.dBias.map(\.bitPattern), db.map { Float($0).bitPattern })
+        }
+    }
+
     /// layerNormRows is nn.LayerNorm over the last dim: it agrees with the general layerNorm op
     /// (forward and gradients), its Double kernels match finite differences, and its bits do
     /// not depend on the thread count.

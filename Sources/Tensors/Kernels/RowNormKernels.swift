@@ -14,7 +14,7 @@ extension Kernels {
         _ x: [T], rows: Int, d: Int, weight: [T]?, bias: [T]?, eps: Double
     ) -> (y: [T], mean: [Double], rstd: [Double]) {
         precondition(x.count == rows * d, "layerNormRows: \(x.count) elements for [\(rows), \(d)]")
-        var y = [T](repeating: 0, count: x.count)
+        var y = unfilledArray(T.self, x.count)   // every row is written below
         var mean = [Double](repeating: 0, count: rows), rstd = [Double](repeating: 0, count: rows)
         if x.isEmpty { return (y, mean, rstd) }
         let w = weight ?? [], b = bias ?? []
@@ -26,13 +26,10 @@ extension Kernels {
             let wp = weight == nil ? nil : wb.baseAddress.map { SendableConstPointer($0) }
             let bp = bias == nil ? nil : bb.baseAddress.map { SendableConstPointer($0) }
             Parallel.forEachChunk(rows, grain: max(1, 8192 / d)) { range in
-                for r in range {
+                // Row r: mean m = (Σ x) / d, then v = Σ (x − m)², each a Double sum in c order.
+                // Four rows run their sums together (four dependency chains), the same sums.
+                @inline(__always) func normalize(_ r: Int, _ m: Double, _ v: Double) {
                     let xr = xp.base + r * d, yr = yp.base + r * d
-                    var s = 0.0
-                    for c in 0..<d { s += Double(xr[c]) }
-                    let m = s / Double(d)
-                    var v = 0.0
-                    for c in 0..<d { let t = Double(xr[c]) - m; v += t * t }
                     let rs = 1 / (v / Double(d) + eps).squareRoot()
                     mp[r] = m
                     rp[r] = rs
@@ -44,6 +41,31 @@ extension Kernels {
                     case (nil, nil): for c in 0..<d { yr[c] = (xr[c] - mt) * rt }
                     }
                 }
+                var r = range.lowerBound
+                while r + 4 <= range.upperBound {
+                    let x0 = xp.base + r * d, x1 = x0 + d, x2 = x1 + d, x3 = x2 + d
+                    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+                    for c in 0..<d { s0 += Double(x0[c]); s1 += Double(x1[c]); s2 += Double(x2[c]); s3 += Double(x3[c]) }
+                    let m0 = s0 / Double(d), m1 = s1 / Double(d), m2 = s2 / Double(d), m3 = s3 / Double(d)
+                    var v0 = 0.0, v1 = 0.0, v2 = 0.0, v3 = 0.0
+                    for c in 0..<d {
+                        let t0 = Double(x0[c]) - m0, t1 = Double(x1[c]) - m1
+                        let t2 = Double(x2[c]) - m2, t3 = Double(x3[c]) - m3
+                        v0 += t0 * t0; v1 += t1 * t1; v2 += t2 * t2; v3 += t3 * t3
+                    }
+                    normalize(r, m0, v0); normalize(r + 1, m1, v1); normalize(r + 2, m2, v2); normalize(r + 3, m3, v3)
+                    r += 4
+                }
+                while r < range.upperBound {
+                    let xr = xp.base + r * d
+                    var s = 0.0
+                    for c in 0..<d { s += Double(xr[c]) }
+                    let m = s / Double(d)
+                    var v = 0.0
+                    for c in 0..<d { let t = Double(xr[c]) - m; v += t * t }
+                    normalize(r, m, v)
+                    r += 1
+                }
             }
         }}}}}}
         return (y, mean, rstd)
@@ -54,7 +76,7 @@ extension Kernels {
     public static func layerNormRowsBackward<T: BinaryFloatingPoint & Sendable>(
         _ g: [T], _ x: [T], rows: Int, d: Int, mean: [Double], rstd: [Double], weight: [T]?
     ) -> (dx: [T], dWeight: [T], dBias: [T]) {
-        var dx = [T](repeating: 0, count: x.count)
+        var dx = unfilledArray(T.self, x.count)   // every row is written below
         let blockRows = 64
         let blocks = (rows + blockRows - 1) / blockRows
         var partW = [Double](repeating: 0, count: blocks * d), partB = [Double](repeating: 0, count: blocks * d)
@@ -69,23 +91,53 @@ extension Kernels {
                 let wp = weight == nil ? nil : wb.baseAddress.map { SendableConstPointer($0) }
                 let pw = SendablePointer(pwb.baseAddress!), pb = SendablePointer(pbb.baseAddress!)
                 Parallel.forEach(blocks) { blk in
-                    let xhat = UnsafeMutablePointer<T>.allocate(capacity: d)
-                    let gw = UnsafeMutablePointer<T>.allocate(capacity: d)
+                    // x̂ and g·w of up to four rows; their sums Σ g·w and Σ g·w·x̂ (Double, c order)
+                    // run together, then each row is finished in row order.
+                    let xhat = UnsafeMutablePointer<T>.allocate(capacity: 4 * d)
+                    let gw = UnsafeMutablePointer<T>.allocate(capacity: 4 * d)
                     defer { xhat.deallocate(); gw.deallocate() }
                     let aw = pw.base + blk * d, ab = pb.base + blk * d
-                    for r in (blk * blockRows)..<min(rows, (blk + 1) * blockRows) {
-                        let xr = xp.base + r * d, gr = gp.base + r * d, dr = dp.base + r * d
-                        let mt = T(mp[r]), rt = T(rp[r])
-                        for c in 0..<d { xhat[c] = (xr[c] - mt) * rt }
-                        if let wp { for c in 0..<d { gw[c] = gr[c] * wp[c] } } else { for c in 0..<d { gw[c] = gr[c] } }
-                        var sg = 0.0, sgx = 0.0
-                        for c in 0..<d { sg += Double(gw[c]); sgx += Double(gw[c]) * Double(xhat[c]) }
-                        let mg = T(sg / Double(d)), mgx = T(sgx / Double(d))
-                        for c in 0..<d { dr[c] = rt * ((gw[c] - mg) - xhat[c] * mgx) }
-                        for c in 0..<d {
-                            aw[c] += Double(gr[c]) * Double(xhat[c])
-                            ab[c] += Double(gr[c])
+                    let end = min(rows, (blk + 1) * blockRows)
+                    var r0 = blk * blockRows
+                    while r0 < end {
+                        let nr = min(4, end - r0)
+                        for i in 0..<nr {
+                            let r = r0 + i, xr = xp.base + r * d, gr = gp.base + r * d
+                            let xh = xhat + i * d, gwi = gw + i * d
+                            let mt = T(mp[r]), rt = T(rp[r])
+                            for c in 0..<d { xh[c] = (xr[c] - mt) * rt }
+                            if let wp { for c in 0..<d { gwi[c] = gr[c] * wp[c] } } else { for c in 0..<d { gwi[c] = gr[c] } }
                         }
+                        var sg = (0.0, 0.0, 0.0, 0.0), sgx = (0.0, 0.0, 0.0, 0.0)
+                        if nr == 4 {
+                            let g1 = gw + d, g2 = g1 + d, g3 = g2 + d, h1 = xhat + d, h2 = h1 + d, h3 = h2 + d
+                            for c in 0..<d {
+                                sg.0 += Double(gw[c]); sgx.0 += Double(gw[c]) * Double(xhat[c])
+                                sg.1 += Double(g1[c]); sgx.1 += Double(g1[c]) * Double(h1[c])
+                                sg.2 += Double(g2[c]); sgx.2 += Double(g2[c]) * Double(h2[c])
+                                sg.3 += Double(g3[c]); sgx.3 += Double(g3[c]) * Double(h3[c])
+                            }
+                        }
+                        for i in 0..<nr {
+                            let r = r0 + i, gr = gp.base + r * d, dr = dp.base + r * d
+                            let xh = xhat + i * d, gwi = gw + i * d
+                            var a = 0.0, b = 0.0
+                            switch (nr, i) {
+                            case (4, 0): (a, b) = (sg.0, sgx.0)
+                            case (4, 1): (a, b) = (sg.1, sgx.1)
+                            case (4, 2): (a, b) = (sg.2, sgx.2)
+                            case (4, 3): (a, b) = (sg.3, sgx.3)
+                            default:
+                                for c in 0..<d { a += Double(gwi[c]); b += Double(gwi[c]) * Double(xh[c]) }
+                            }
+                            let mg = T(a / Double(d)), mgx = T(b / Double(d)), rt = T(rp[r])
+                            for c in 0..<d { dr[c] = rt * ((gwi[c] - mg) - xh[c] * mgx) }
+                            for c in 0..<d {
+                                aw[c] += Double(gr[c]) * Double(xh[c])
+                                ab[c] += Double(gr[c])
+                            }
+                        }
+                        r0 += nr
                     }
                 }
             }}}}}}}}
