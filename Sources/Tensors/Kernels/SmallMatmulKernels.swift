@@ -1,11 +1,11 @@
 // C[b] = A[b] · B[b]ᵀ for a small A (few rows M, short rows K) and a long B (N rows of K):
 // SAM's mask product masks[m, p] = Σ_c hyper[m, c]·upscaled[p, c] (M = 4, K = 32,
-// N = 65536), where a packed GEMM spends its time packing. Same arithmetic as the GEMM
-// contract: every sum in index order from 0 with FMA (forward over k; dA over n; dB over m).
+// N = 65536). Same arithmetic as the GEMM contract: every sum in index order from 0 with FMA
+// (forward over k; dA over n; dB over m).
 //
-// Forward: blocks of 16 rows of B are transposed into a K×16 tile and the 16 sums of each
-// row of A run side by side. dA: one pass over B per row m of A, 16-wide over k. dB: per row
-// n of B, Σ_m g[m, n]·A[m, :]. Parallel over independent outputs only.
+// Forward: Cᵀ = B·Aᵀ by the packed GEMM, which reads B's rows in place, then a transpose.
+// dA: one pass over B per row m of A, 16-wide over k. dB = gᵀ·A by the packed GEMM. Parallel
+// over independent outputs only.
 
 extension Kernels {
     /// a [batch, M, K], b [batch, N, K] → c [batch, M, N], c[m, n] = Σ_k a[m, k]·b[n, k].
@@ -14,34 +14,22 @@ extension Kernels {
     ) -> [T] {
         precondition(a.count == batch * m * k && b.count == batch * n * k,
                      "matmulNT: \(a.count) / \(b.count) elements for [\(batch), \(m), \(k)] · [\(batch), \(n), \(k)]ᵀ")
-        var c = [T](repeating: 0, count: batch * m * n)
-        if c.isEmpty || k == 0 { return c }
-        let blocks = (n + 15) / 16
-        a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in c.withUnsafeMutableBufferPointer { cb in
-            let ap = SendableConstPointer(ab.baseAddress!), bp = SendableConstPointer(bb.baseAddress!)
-            let cp = SendablePointer(cb.baseAddress!)
-            Parallel.forEachChunk(batch * blocks, grain: max(1, 4096 / max(1, m * k))) { range in
-                let tile = UnsafeMutablePointer<T>.allocate(capacity: k * 16)
-                let s = UnsafeMutablePointer<T>.allocate(capacity: 16)
-                defer { tile.deallocate(); s.deallocate() }
-                for unit in range {
-                    let bi = unit / blocks, n0 = (unit % blocks) * 16, w = min(16, n - n0)
-                    let bRows = bp.base + (bi * n + n0) * k
-                    for j in 0..<16 { for kk in 0..<k { tile[kk * 16 + j] = j < w ? bRows[j * k + kk] : 0 } }
-                    for mi in 0..<m {
-                        let arow = ap.base + (bi * m + mi) * k
-                        s.update(repeating: 0, count: 16)
-                        for kk in 0..<k {
-                            let av = arow[kk], t = tile + kk * 16
-                            for j in 0..<16 { s[j] = s[j].addingProduct(av, t[j]) }
-                        }
-                        let out = cp.base + (bi * m + mi) * n + n0
-                        for j in 0..<w { out[j] = s[j] }
+        if batch * m * n == 0 || k == 0 { return [T](repeating: 0, count: batch * m * n) }
+        // Cᵀ[b] = B[b] · A[b]ᵀ [N, M] as a GEMM that reads B's rows in place (the long operand
+        // as its A: nothing of B is packed), then transposed to C. Each element is the GEMM's
+        // chain fma(b[n, k], a[m, k], ·) over k from 0: the same bits as a · bᵀ.
+        let ct = uninitializedArray(batch * n * m) { (cp: UnsafeMutablePointer<T>) in
+            a.withUnsafeBufferPointer { ab in
+                b.withUnsafeBufferPointer { bb in
+                    for bi in 0..<batch {
+                        gemmGeneric(transA: false, transB: true, m: n, n: m, k: k, a: bb.baseAddress! + bi * n * k, lda: k,
+                                    b: ab.baseAddress! + bi * m * k, ldb: k, c: cp + bi * n * m, ldc: m,
+                                    accumulate: false)
                     }
                 }
             }
-        }}}
-        return c
+        }
+        return permute(ct, [batch, n, m], [0, 2, 1])
     }
 
     /// Gradients of `matmulNT` from g [batch, M, N]: dA [batch, M, K], dB [batch, N, K].
@@ -50,6 +38,7 @@ extension Kernels {
     ) -> (da: [T]?, db: [T]?) {
         var da = [T](repeating: 0, count: needA ? batch * m * k : 0)
         var db = [T](repeating: 0, count: needB ? batch * n * k : 0)
+        if m == 0 || n == 0 || k == 0 { return (needA ? da : nil, needB ? db : nil) }
         g.withUnsafeBufferPointer { gb in a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in
         da.withUnsafeMutableBufferPointer { dab in db.withUnsafeMutableBufferPointer { dbb in
             let gp = SendableConstPointer(gb.baseAddress!), ap = SendableConstPointer(ab.baseAddress!)
@@ -67,17 +56,10 @@ extension Kernels {
                 }
             }
             if needB, let base = dbb.baseAddress {
-                // dB[n, k] = Σ_m g[m, n]·a[m, k], m in order.
-                let dbp = SendablePointer(base)
-                Parallel.forEachChunk(batch * n, grain: max(1, 16384 / max(1, m * k))) { range in
-                    for row in range {
-                        let bi = row / n, nn = row % n
-                        let out = dbp.base + row * k
-                        for mi in 0..<m {
-                            let gv = gp[(bi * m + mi) * n + nn], arow = ap.base + (bi * m + mi) * k
-                            for kk in 0..<k { out[kk] = out[kk].addingProduct(gv, arow[kk]) }
-                        }
-                    }
+                // dB[b] = g[b]ᵀ · A[b] [N, K]: a GEMM over m in order from 0 (g read in place).
+                for bi in 0..<batch {
+                    gemmGeneric(transA: true, transB: false, m: n, n: k, k: m, a: gp.base + bi * m * n, lda: n,
+                                b: ap.base + bi * m * k, ldb: k, c: base + bi * n * k, ldc: k, accumulate: false)
                 }
             }
         }}}}}
