@@ -84,6 +84,40 @@ final class GEMMTests: XCTestCase {
         XCTAssertEqual(cases, shapes.count * 4)
     }
 
+    /// Rows started from a bias (a linear layer) give the bits of C filled with the bias and
+    /// accumulated onto: odd shapes (partial tiles and panels, k past one block), both
+    /// transposes, A in place or packed, 1 and 2 threads; and k = 0 leaves the bias.
+    func testBiasStartBitwiseEqualToFilledC() {
+        for (m, n, k) in Self.shapes + [(150, 400, 300), (600, 96, 300)] {
+            let bias = Self.randn(n, seed: UInt64(m + 3 * n + k))
+            for transA in [false, true] {
+                for threads in [1, 2] {
+                    let lda = max(transA ? m : k, 1), ldb = max(n, 1), ldc = max(n, 1)
+                    let a = Self.randn(max((transA ? k : m) * lda, 1), seed: 5), b = Self.randn(max(k * ldb, 1), seed: 6)
+                    var ref = [Float](repeating: 0, count: max(m * ldc, 1))
+                    for i in 0..<m { for j in 0..<n { ref[i * ldc + j] = bias[j] } }
+                    ref.withUnsafeMutableBufferPointer { c in
+                        Kernels.gemmReference(transA: transA, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b,
+                                              ldb: ldb, c: c.baseAddress!, ldc: ldc, accumulate: true)
+                    }
+                    for inPlace in [false, true] {
+                        var ours = [Float](repeating: .nan, count: max(m * ldc, 1))
+                        ours.withUnsafeMutableBufferPointer { c in
+                            bias.withUnsafeBufferPointer { pb in
+                                Kernels.gemmPacked(width: Kernels.gemmSIMDWidth, transA: transA, transB: false, m: m,
+                                                   n: n, k: k, a: a, lda: lda, b: b, ldb: ldb, c: c.baseAddress!,
+                                                   ldc: ldc, accumulate: false, threads: threads, aInPlace: inPlace,
+                                                   bias: pb.baseAddress!)
+                            }
+                        }
+                        XCTAssertEqual(Self.bits(Array(ours.prefix(m * ldc))), Self.bits(Array(ref.prefix(m * ldc))),
+                                       "bias: m \(m) n \(n) k \(k) transA \(transA) inPlace \(inPlace) threads \(threads)")
+                    }
+                }
+            }
+        }
+    }
+
     /// A too large to pack whole (m·k > 4M floats on one thread): A packed per (KC, MC) block.
     func testBlockwisePackedA() {
         let (ours, ref) = Self.run(m: 2100, n: 7, k: 2001, transA: false, transB: true, accumulate: true,

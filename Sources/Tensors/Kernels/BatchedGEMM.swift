@@ -162,20 +162,30 @@ extension Kernels {
         return [T](unsafeUninitializedCapacity: count) { py, initialized in
             defer { initialized = count }
             guard count > 0, let y = py.baseAddress else { return }
-            // Rows start at the bias (the GEMM accumulates onto it) or are written by the GEMM.
-            if let bias {
-                bias.withUnsafeBufferPointer { pb in
-                    for r in 0..<rows { (y + r * fout).initialize(from: pb.baseAddress!, count: fout) }
+            // Rows start at the bias (`gemmRowBias`) or at 0.
+            if fin == 0 {
+                if let bias {
+                    bias.withUnsafeBufferPointer { pb in
+                        for r in 0..<rows { (y + r * fout).initialize(from: pb.baseAddress!, count: fout) }
+                    }
+                } else {
+                    y.initialize(repeating: 0, count: count)
                 }
-            } else if fin == 0 {
-                y.initialize(repeating: 0, count: count)
+                return
             }
-            if fin == 0 { return }
             x.withUnsafeBufferPointer { px in
                 w.withUnsafeBufferPointer { pw in
-                    gemmGeneric(transA: false, transB: true, m: rows, n: fout, k: fin,
-                                a: px.baseAddress!, lda: max(fin, 1), b: pw.baseAddress!, ldb: max(fin, 1),
-                                c: y, ldc: fout, accumulate: bias != nil)
+                    if let bias {
+                        bias.withUnsafeBufferPointer { pb in
+                            gemmRowBias(transA: false, transB: true, m: rows, n: fout, k: fin,
+                                        a: px.baseAddress!, lda: fin, b: pw.baseAddress!, ldb: fin,
+                                        c: y, ldc: fout, bias: pb.baseAddress!)
+                        }
+                    } else {
+                        gemmGeneric(transA: false, transB: true, m: rows, n: fout, k: fin,
+                                    a: px.baseAddress!, lda: fin, b: pw.baseAddress!, ldb: fin,
+                                    c: y, ldc: fout, accumulate: false)
+                    }
                 }
             }
         }

@@ -120,18 +120,20 @@ extension Kernels {
     /// Our packed GEMM with an explicit SIMD width (16, 8 or 4 floats), whatever `Backend.current`:
     /// lets tests and benchmarks run the narrower kernels of other machines on this one.
     /// `aInPlace` forces A to be read unpacked (true) or packed (false); nil lets the kernel
-    /// choose. Every choice gives the same bits.
+    /// choose. Every choice gives the same bits. `bias` [n] (with `accumulate` false): every row
+    /// of C starts from it.
     public static func gemmPacked(
         width: Int, transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int = Parallel.threads,
-        aInPlace: Bool? = nil
+        aInPlace: Bool? = nil, bias: UnsafePointer<Float>? = nil
     ) {
         precondition([16, 8, 4].contains(width), "gemmPacked: width \(width) is not 16, 8 or 4")
         checkGEMM(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
         if m == 0 || n == 0 { return }
         GEMMPacked.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, width: width, aInPlace: aInPlace)
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, width: width, aInPlace: aInPlace,
+                        bias: bias)
     }
 
     /// The SIMD width (floats) of our kernels in this build: 16 (AVX-512), 8 (AVX2) or 4.
@@ -154,6 +156,30 @@ extension Kernels {
         } else {
             gemmReference(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                           c: c, ldc: ldc, accumulate: accumulate)
+        }
+    }
+
+    /// C[m, n] = bias + A · B with every row starting from `bias` [n] (a linear layer). Float
+    /// with our kernels: the accumulators start from the bias, no pass over C; otherwise C is
+    /// filled with the bias and the GEMM accumulates onto it. The same bits either way.
+    static func gemmRowBias<T: BinaryFloatingPoint>(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, ldb: Int,
+        c: UnsafeMutablePointer<T>, ldc: Int, bias: UnsafePointer<T>
+    ) {
+        if T.self == Float.self && Backend.current == .own {
+            checkGEMM(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
+            if m == 0 || n == 0 { return }
+            GEMMPacked.gemm(transA: transA, transB: transB, m: m, n: n, k: k,
+                            a: UnsafeRawPointer(a).assumingMemoryBound(to: Float.self), lda: lda,
+                            b: UnsafeRawPointer(b).assumingMemoryBound(to: Float.self), ldb: ldb,
+                            c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: ldc,
+                            accumulate: false, threads: Parallel.threads,
+                            bias: UnsafeRawPointer(bias).assumingMemoryBound(to: Float.self))
+        } else {
+            for r in 0..<m { (c + r * ldc).update(from: bias, count: n) }
+            gemmGeneric(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                        c: c, ldc: ldc, accumulate: true)
         }
     }
 

@@ -20,8 +20,9 @@
 // AVX-512, a full transposed-B panel is packed with 16-lane gathers (`flmm_pack_bt32`).
 //
 // Determinism: the micro-kernel keeps one accumulator per C element and adds the products in
-// k order with FMA (`addingProduct`), starting from 0 when pc == 0 and the call does not
-// accumulate, else from the value stored in C (the exact partial sum). Threads split whole
+// k order with FMA (`addingProduct`), starting from 0 (or the bias row, for a linear layer)
+// when pc == 0 and the call does not accumulate, else from the value stored in C (the exact
+// partial sum). Threads split whole
 // column (or row) panels of C, never k. So every element has the bits of `gemmReference`.
 
 import CBLAS
@@ -60,19 +61,21 @@ enum GEMMPacked {
     // MARK: entry points (dispatch on the build's SIMD width)
 
     /// `aInPlace` forces A to be read in place (true) or packed (false); nil chooses by
-    /// `readsAInPlace`. The bits are the same either way.
+    /// `readsAInPlace`. The bits are the same either way. `bias` [n] (only without
+    /// `accumulate`): every row of C starts from it instead of 0 (a linear layer's bias, the
+    /// same bits as filling C with it and accumulating, without that pass over C).
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
-                     width: Int = simdFloats, aInPlace: Bool? = nil) {
+                     width: Int = simdFloats, aInPlace: Bool? = nil, bias: UnsafePointer<Float>? = nil) {
         let src = StridedB(b: b, ldb: ldb, trans: transB)
         switch width {
         case 16: driver(SIMD16<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
-                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace)
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias)
         case 8: driver(SIMD8<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
-                       c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace)
+                       c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias)
         default: driver(SIMD4<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
-                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace)
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias)
         }
     }
 
@@ -184,13 +187,20 @@ enum GEMMPacked {
 
     static func driver<V: SIMD & SendableMetatype, B: PanelSourceB>(
         _ v: V.Type, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transA: Bool, b: B,
-        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, aInPlace: Bool? = nil
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, aInPlace: Bool? = nil,
+        bias: UnsafePointer<Float>? = nil
     ) where V.Scalar == Float {
+        precondition(bias == nil || !accumulate, "GEMMPacked: a bias start needs accumulate false")
         if m == 0 || n == 0 { return }
         if k == 0 {
-            if !accumulate { zero(c, m: m, n: n, ldc: ldc) }
+            if let bias {
+                for i in 0..<m { (c + i * ldc).update(from: bias, count: n) }
+            } else if !accumulate {
+                zero(c, m: m, n: n, ldc: ldc)
+            }
             return
         }
+        let biasP = bias.map { SendableConstPointer($0) }
         let nr = 2 * V.scalarCount
         // Split the longer side of C into whole panels; each thread packs what it needs.
         let splitColumns = n >= m
@@ -223,11 +233,12 @@ enum GEMMPacked {
             if splitColumns {
                 let j0 = r.lowerBound * nr, j1 = min(n, r.upperBound * nr)
                 serial(V.self, i0: 0, i1: m, j0: j0, j1: j1, k: k, a: ap.base, lda: lda, transA: transA, b: b,
-                       c: cp.base, ldc: ldc, accumulate: accumulate, packedA: sharedA?.base, inPlaceA: inPlaceA)
+                       c: cp.base, ldc: ldc, accumulate: accumulate, packedA: sharedA?.base, inPlaceA: inPlaceA,
+                       bias: biasP?.base)
             } else {
                 let i0 = r.lowerBound * mr, i1 = min(m, r.upperBound * mr)
                 serial(V.self, i0: i0, i1: i1, j0: 0, j1: n, k: k, a: ap.base, lda: lda, transA: transA, b: b,
-                       c: cp.base, ldc: ldc, accumulate: accumulate, inPlaceA: inPlaceA)
+                       c: cp.base, ldc: ldc, accumulate: accumulate, inPlaceA: inPlaceA, bias: biasP?.base)
             }
         }
     }
@@ -237,7 +248,7 @@ enum GEMMPacked {
         _ v: V.Type, i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, transA: Bool, b: B,
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, packedA: UnsafePointer<Float>? = nil,
-        inPlaceA: Bool = false
+        inPlaceA: Bool = false, bias: UnsafePointer<Float>? = nil
     ) where V.Scalar == Float {
         let nr = 2 * V.scalarCount
         let kcMax = min(kc, k)
@@ -258,6 +269,15 @@ enum GEMMPacked {
             release(tile)
         }
         tile.initialize(repeating: 0, count: mr * nr)
+        // The bias of columns j0 ..< j1, zero-padded to whole panels: a tile's accumulators
+        // start from its 2W values (row stride 0) on the first k block.
+        let biasRow = bias.map { src -> UnsafeMutablePointer<Float> in
+            let width = (j1 - j0 + nr - 1) / nr * nr, row = scratch(width)
+            row.update(from: src + j0, count: j1 - j0)
+            (row + (j1 - j0)).update(repeating: 0, count: width - (j1 - j0))
+            return row
+        }
+        defer { if let biasRow { release(biasRow) } }
         if packAllA && packedA == nil {
             var pc = 0
             while pc < k {
@@ -317,17 +337,21 @@ enum GEMMPacked {
                             let full = h == mr && w == (narrow ? V.scalarCount : nr)
                             let cOut = full ? cTile : tile, ldOut = full ? ldc : nr
                             if !full && load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
+                            // Where the accumulators start: C (or its copy), the bias, or 0.
+                            let start: UnsafePointer<Float>? = load ? UnsafePointer(cOut)
+                                : biasRow.map { UnsafePointer($0 + (jc - j0) + jr) }
+                            let ldStart = load ? ldOut : 0
                             if inPlaceA && h == mr {
                                 if transA {
                                     let aIn = ColumnsA(base: a + pc * lda + ic + ir, ld: lda)
-                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, load)
+                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart)
                                 } else {
                                     let aIn = RowsA(a + (ic + ir) * lda + pc, lda)
-                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, load)
+                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart)
                                 }
                             } else {
                                 let aP = PackedA(inPlaceA ? UnsafePointer(aPack) : UnsafePointer(aPanel))
-                                runTile(v, kcb, aP, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, load)
+                                runTile(v, kcb, aP, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart)
                             }
                             if !full { copyTile(from: tile, nr, to: cTile, ldc, h, w) }
                             ir += mr
@@ -347,14 +371,15 @@ enum GEMMPacked {
     static func runTile<V: SIMD, A: PanelA>(_ v: V.Type, _ kcb: Int, _ a: A,
                                             _ panel: (origin: UnsafePointer<Float>, rowOff: UnsafePointer<Int>)?,
                                             _ pc: Int, _ bPanel: UnsafePointer<Float>, _ narrow: Bool,
-                                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
+                                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                                            _ start: UnsafePointer<Float>?, _ lds: Int)
     where V.Scalar == Float {
         if let panel {
-            microKernel(v, kcb, a, InPlaceRows(panel.origin, panel.rowOff + pc), c, ldc, load)
+            microKernel(v, kcb, a, InPlaceRows(panel.origin, panel.rowOff + pc), c, ldc, start, lds)
         } else if narrow {
-            microKernelNarrow(v, kcb, a, PackedRows(bPanel, v), c, ldc, load)
+            microKernelNarrow(v, kcb, a, PackedRows(bPanel, v), c, ldc, start, lds)
         } else {
-            microKernel(v, kcb, a, PackedRows(bPanel, v), c, ldc, load)
+            microKernel(v, kcb, a, PackedRows(bPanel, v), c, ldc, start, lds)
         }
     }
 
@@ -370,13 +395,14 @@ enum GEMMPacked {
     /// or a contiguous run read in place (`InPlaceRows`). `c` any row stride.
     @inline(never)
     static func microKernel<V: SIMD, A: PanelA, Rows: PanelRows>(_ v: V.Type, _ kc: Int, _ a: A, _ b: Rows,
-                                                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
+                                                      _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                                                      _ start: UnsafePointer<Float>?, _ lds: Int)
     where V.Scalar == Float {
         let w = V.scalarCount
         var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
         var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
-        if load {
-            let r = UnsafeRawPointer(c), s = ldc * 4, o = w * 4
+        if let start {
+            let r = UnsafeRawPointer(start), s = lds * 4, o = w * 4
             c00 = r.loadUnaligned(as: V.self); c01 = r.loadUnaligned(fromByteOffset: o, as: V.self)
             c10 = r.loadUnaligned(fromByteOffset: s, as: V.self); c11 = r.loadUnaligned(fromByteOffset: s + o, as: V.self)
             c20 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c21 = r.loadUnaligned(fromByteOffset: 2 * s + o, as: V.self)
@@ -413,11 +439,12 @@ enum GEMMPacked {
     /// (a narrow last panel, or n ≤ W as in attention with 16-wide heads). The same sums.
     @inline(never)
     static func microKernelNarrow<V: SIMD, A: PanelA, Rows: PanelRows>(_ v: V.Type, _ kc: Int, _ a: A, _ b: Rows,
-                                                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
+                                                            _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                                                            _ start: UnsafePointer<Float>?, _ lds: Int)
     where V.Scalar == Float {
         var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
-        if load {
-            let r = UnsafeRawPointer(c), s = ldc * 4
+        if let start {
+            let r = UnsafeRawPointer(start), s = lds * 4
             c0 = r.loadUnaligned(as: V.self); c1 = r.loadUnaligned(fromByteOffset: s, as: V.self)
             c2 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c3 = r.loadUnaligned(fromByteOffset: 3 * s, as: V.self)
             c4 = r.loadUnaligned(fromByteOffset: 4 * s, as: V.self); c5 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self)
