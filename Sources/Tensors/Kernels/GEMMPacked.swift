@@ -22,8 +22,8 @@
 // Determinism: the micro-kernel keeps one accumulator per C element and adds the products in
 // k order with FMA (`addingProduct`), starting from 0 (or the bias row, for a linear layer)
 // when pc == 0 and the call does not accumulate, else from the value stored in C (the exact
-// partial sum). Threads split whole
-// column (or row) panels of C, never k. So every element has the bits of `gemmReference`.
+// partial sum). Threads split whole column (or row) panels of C, never k. So every element
+// has the bits of `gemmReference`.
 
 import CBLAS
 #if canImport(Glibc)
@@ -390,9 +390,11 @@ enum GEMMPacked {
         for r in 0..<h { (d + r * ld).update(from: s + r * ls, count: w) }
     }
 
-    /// The 6 × 2W register tile: C[0..<6, 0..<2W] (+)= Σ_p a[p·6 + r] · B(p, j), p in order.
-    /// `a` is a packed panel; B's row p (2W floats) comes from `b`: a packed panel (`PackedRows`)
-    /// or a contiguous run read in place (`InPlaceRows`). `c` any row stride.
+    /// The 6 × 2W register tile: C[0..<6, 0..<2W] (+)= Σ_p A(r, p) · B(p, j), p in order.
+    /// A(r, p) comes from `a` (`PanelA`: a packed panel, or rows read in place or through a
+    /// column map); B's row p (2W floats) from `b`: a packed panel (`PackedRows`) or a
+    /// contiguous run read in place (`InPlaceRows`). The accumulators start from `start` (rows
+    /// `lds` apart: C itself, a copy, or a bias row with stride 0) or from 0; `c` any row stride.
     @inline(never)
     static func microKernel<V: SIMD, A: PanelA, Rows: PanelRows>(_ v: V.Type, _ kc: Int, _ a: A, _ b: Rows,
                                                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
@@ -510,17 +512,16 @@ enum GEMMPacked {
                     let r3 = h > 3 ? basep.base + rp.base[i + 3] : r0
                     let r4 = h > 4 ? basep.base + rp.base[i + 4] : r0
                     let r5 = h > 5 ? basep.base + rp.base[i + 5] : r0
+                    let aRows = MappedRowsA(rows: RowsA(r0, r1, r2, r3, r4, r5), colOff: cop.base + pc)
                     for q in 0..<panels {
                         let w = min(nr, n - q * nr)
-                        let bPanel = bp.base + q * k * nr + pc * nr
+                        let bRows = PackedRows(bp.base + q * k * nr + pc * nr, V.self)
                         let cTile = cp.base + i * ldc + q * nr
                         if h == mr && w == nr {
-                            mappedAKernel(V.self, kcb, r0, r1, r2, r3, r4, r5,
-                                          cop.base + pc, bPanel, cTile, ldc, load)
+                            microKernel(V.self, kcb, aRows, bRows, cTile, ldc, load ? UnsafePointer(cTile) : nil, ldc)
                         } else {
                             if load { copyTile(from: cTile, ldc, to: tile, nr, h, w) }
-                            mappedAKernel(V.self, kcb, r0, r1, r2, r3, r4, r5,
-                                          cop.base + pc, bPanel, tile, nr, load)
+                            microKernel(V.self, kcb, aRows, bRows, tile, nr, load ? UnsafePointer(tile) : nil, nr)
                             copyTile(from: tile, nr, to: cTile, ldc, h, w)
                         }
                     }
@@ -528,54 +529,6 @@ enum GEMMPacked {
                 pc += kcb
             }
         }
-    }
-
-    /// The 6 × 2W register tile with A(r, p) = rowR[colOff[p]]: same sums as `microKernel`.
-    @inline(never)
-    static func mappedAKernel<V: SIMD>(_ v: V.Type, _ kc: Int,
-                                       _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, _ r2: UnsafePointer<Float>,
-                                       _ r3: UnsafePointer<Float>, _ r4: UnsafePointer<Float>, _ r5: UnsafePointer<Float>,
-                                       _ colOff: UnsafePointer<Int>, _ b: UnsafePointer<Float>,
-                                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ load: Bool)
-    where V.Scalar == Float {
-        let w = V.scalarCount
-        var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
-        var c30 = V(), c31 = V(), c40 = V(), c41 = V(), c50 = V(), c51 = V()
-        if load {
-            let r = UnsafeRawPointer(c), s = ldc * 4, o = w * 4
-            c00 = r.loadUnaligned(as: V.self); c01 = r.loadUnaligned(fromByteOffset: o, as: V.self)
-            c10 = r.loadUnaligned(fromByteOffset: s, as: V.self); c11 = r.loadUnaligned(fromByteOffset: s + o, as: V.self)
-            c20 = r.loadUnaligned(fromByteOffset: 2 * s, as: V.self); c21 = r.loadUnaligned(fromByteOffset: 2 * s + o, as: V.self)
-            c30 = r.loadUnaligned(fromByteOffset: 3 * s, as: V.self); c31 = r.loadUnaligned(fromByteOffset: 3 * s + o, as: V.self)
-            c40 = r.loadUnaligned(fromByteOffset: 4 * s, as: V.self); c41 = r.loadUnaligned(fromByteOffset: 4 * s + o, as: V.self)
-            c50 = r.loadUnaligned(fromByteOffset: 5 * s, as: V.self); c51 = r.loadUnaligned(fromByteOffset: 5 * s + o, as: V.self)
-        }
-        var pb = UnsafeRawPointer(b)
-        let step = 2 * w * 4
-        for p in 0..<kc {
-            let o = colOff[p]
-            let b0 = pb.load(as: V.self), b1 = pb.load(fromByteOffset: w * 4, as: V.self)
-            var x = V(repeating: r0[o])
-            c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
-            x = V(repeating: r1[o])
-            c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1)
-            x = V(repeating: r2[o])
-            c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1)
-            x = V(repeating: r3[o])
-            c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1)
-            x = V(repeating: r4[o])
-            c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1)
-            x = V(repeating: r5[o])
-            c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
-            pb += step
-        }
-        let r = UnsafeMutableRawPointer(c), s = ldc * 4, o = w * 4
-        r.storeBytes(of: c00, as: V.self); r.storeBytes(of: c01, toByteOffset: o, as: V.self)
-        r.storeBytes(of: c10, toByteOffset: s, as: V.self); r.storeBytes(of: c11, toByteOffset: s + o, as: V.self)
-        r.storeBytes(of: c20, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c21, toByteOffset: 2 * s + o, as: V.self)
-        r.storeBytes(of: c30, toByteOffset: 3 * s, as: V.self); r.storeBytes(of: c31, toByteOffset: 3 * s + o, as: V.self)
-        r.storeBytes(of: c40, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c41, toByteOffset: 4 * s + o, as: V.self)
-        r.storeBytes(of: c50, toByteOffset: 5 * s, as: V.self); r.storeBytes(of: c51, toByteOffset: 5 * s + o, as: V.self)
     }
 }
 
@@ -616,6 +569,10 @@ struct RowsA: PanelA {
     init(_ first: UnsafePointer<Float>, _ ld: Int) {
         r0 = first; r1 = first + ld; r2 = r1 + ld; r3 = r2 + ld; r4 = r3 + ld; r5 = r4 + ld
     }
+    init(_ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, _ r2: UnsafePointer<Float>,
+         _ r3: UnsafePointer<Float>, _ r4: UnsafePointer<Float>, _ r5: UnsafePointer<Float>) {
+        (self.r0, self.r1, self.r2, self.r3, self.r4, self.r5) = (r0, r1, r2, r3, r4, r5)
+    }
     @inline(__always) func value(_ p: Int, _ r: Int) -> Float {
         switch r {
         case 0: return r0[p]
@@ -626,6 +583,13 @@ struct RowsA: PanelA {
         default: return r5[p]
         }
     }
+}
+
+/// Six rows read through a column map: A(r, p) = rowR[colOff[p]] (`gemmMappedA`: a
+/// convolution's im2col rows, never stored).
+struct MappedRowsA: PanelA {
+    let rows: RowsA, colOff: UnsafePointer<Int>
+    @inline(__always) func value(_ p: Int, _ r: Int) -> Float { rows.value(colOff[p], r) }
 }
 
 /// A transposed A read in place: A(r, p) = base[p·ld + r] (six consecutive floats per p).
