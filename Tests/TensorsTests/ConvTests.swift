@@ -134,6 +134,12 @@ final class ConvTests: XCTestCase {
             for img in 0..<n { for q in 0..<s { sum += Double(dy[(img * o + oc) * s + q]) } }
             db[oc] = Float(sum)
         }
+        // An empty batch: zero weight and bias gradients, an empty input gradient.
+        let empty = Kernels.conv2dBackward([Float](), x: [], [0, c, h, w], weight: wt, [o, c, 1, 1], Conv2dGeometry(),
+                                           needX: true, needWeight: true, needBias: true)
+        XCTAssertEqual(empty.x!, [])
+        XCTAssertEqual(empty.weight!, [Float](repeating: 0, count: o * c))
+        XCTAssertEqual(empty.bias!, [Float](repeating: 0, count: o))
         let saved = Parallel.threads
         defer { Parallel.threads = saved }
         for threads in [1, 2] {

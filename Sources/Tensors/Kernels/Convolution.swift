@@ -261,34 +261,23 @@ extension Kernels {
     /// Per-channel sums of g [N, O, S] over images and positions, in Double, in that order.
     static func channelSums<T: BinaryFloatingPoint>(_ g: [T], n: Int, o: Int, s: Int) -> [T] {
         // Channels are independent sums: split over the threads, and four channels advance
-        // together (four dependency chains instead of one); each is still added in (image,
-        // position) order.
+        // together (one lane each); each is still added in (image, position) order.
         var acc = [Double](repeating: 0, count: o)
+        if g.isEmpty || o == 0 { return acc.map { T($0) } }   // no positions: zero sums
         g.withUnsafeBufferPointer { pg in
             acc.withUnsafeMutableBufferPointer { pa in
                 let gp = SendableConstPointer(pg.baseAddress!), ap = SendablePointer(pa.baseAddress!)
                 Parallel.forEachChunk((o + 3) / 4, grain: Swift.max(1, (1 << 16) / Swift.max(4 * n * s, 1))) { quads in
                     for quad in quads {
+                        // Channels o0 ..< o0 + cn; the lanes past cn repeat channel o0 and are not used.
                         let o0 = 4 * quad, cn = Swift.min(4, o - o0)
-                        if cn < 4 {
-                            for oc in o0..<(o0 + cn) {
-                                var a = 0.0
-                                for img in 0..<n {
-                                    let row = gp.base + (img * o + oc) * s
-                                    for q in 0..<s { a += Double(row[q]) }
-                                }
-                                ap.base[oc] = a
-                            }
-                            continue
-                        }
-                        var a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0
+                        var a = SIMD4<Double>()
                         for img in 0..<n {
-                            let r0 = gp.base + (img * o + o0) * s, r1 = r0 + s, r2 = r1 + s, r3 = r2 + s
-                            for q in 0..<s {
-                                a0 += Double(r0[q]); a1 += Double(r1[q]); a2 += Double(r2[q]); a3 += Double(r3[q])
-                            }
+                            let r0 = gp.base + (img * o + o0) * s
+                            let r1 = cn > 1 ? r0 + s : r0, r2 = cn > 2 ? r0 + 2 * s : r0, r3 = cn > 3 ? r0 + 3 * s : r0
+                            for q in 0..<s { a += SIMD4(Double(r0[q]), Double(r1[q]), Double(r2[q]), Double(r3[q])) }
                         }
-                        ap.base[o0] = a0; ap.base[o0 + 1] = a1; ap.base[o0 + 2] = a2; ap.base[o0 + 3] = a3
+                        for i in 0..<cn { ap.base[o0 + i] = a[i] }
                     }
                 }
             }

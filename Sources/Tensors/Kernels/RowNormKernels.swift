@@ -27,7 +27,7 @@ extension Kernels {
             let bp = bias == nil ? nil : bb.baseAddress.map { SendableConstPointer($0) }
             Parallel.forEachChunk(rows, grain: max(1, 8192 / d)) { range in
                 // Row r: mean m = (Σ x) / d, then v = Σ (x − m)², each a Double sum in c order.
-                // Four rows run their sums together (four dependency chains), the same sums.
+                // Four rows run their sums together (one lane each), the same sums.
                 @inline(__always) func normalize(_ r: Int, _ m: Double, _ v: Double) {
                     let xr = xp.base + r * d, yr = yp.base + r * d
                     let rs = 1 / (v / Double(d) + eps).squareRoot()
@@ -42,29 +42,21 @@ extension Kernels {
                     }
                 }
                 var r = range.lowerBound
-                while r + 4 <= range.upperBound {
-                    let x0 = xp.base + r * d, x1 = x0 + d, x2 = x1 + d, x3 = x2 + d
-                    var s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-                    for c in 0..<d { s0 += Double(x0[c]); s1 += Double(x1[c]); s2 += Double(x2[c]); s3 += Double(x3[c]) }
-                    let m0 = s0 / Double(d), m1 = s1 / Double(d), m2 = s2 / Double(d), m3 = s3 / Double(d)
-                    var v0 = 0.0, v1 = 0.0, v2 = 0.0, v3 = 0.0
-                    for c in 0..<d {
-                        let t0 = Double(x0[c]) - m0, t1 = Double(x1[c]) - m1
-                        let t2 = Double(x2[c]) - m2, t3 = Double(x3[c]) - m3
-                        v0 += t0 * t0; v1 += t1 * t1; v2 += t2 * t2; v3 += t3 * t3
-                    }
-                    normalize(r, m0, v0); normalize(r + 1, m1, v1); normalize(r + 2, m2, v2); normalize(r + 3, m3, v3)
-                    r += 4
-                }
                 while r < range.upperBound {
-                    let xr = xp.base + r * d
-                    var s = 0.0
-                    for c in 0..<d { s += Double(xr[c]) }
+                    // Rows r ..< r + nr; the lanes past nr repeat row r and are not used.
+                    let nr = min(4, range.upperBound - r)
+                    let x0 = xp.base + r * d
+                    let x1 = nr > 1 ? x0 + d : x0, x2 = nr > 2 ? x0 + 2 * d : x0, x3 = nr > 3 ? x0 + 3 * d : x0
+                    @inline(__always) func lanes(_ c: Int) -> SIMD4<Double> {
+                        SIMD4(Double(x0[c]), Double(x1[c]), Double(x2[c]), Double(x3[c]))
+                    }
+                    var s = SIMD4<Double>()
+                    for c in 0..<d { s += lanes(c) }
                     let m = s / Double(d)
-                    var v = 0.0
-                    for c in 0..<d { let t = Double(xr[c]) - m; v += t * t }
-                    normalize(r, m, v)
-                    r += 1
+                    var v = SIMD4<Double>()
+                    for c in 0..<d { let t = lanes(c) - m; v += t * t }
+                    for i in 0..<nr { normalize(r + i, m[i], v[i]) }
+                    r += nr
                 }
             }
         }}}}}}
@@ -91,8 +83,8 @@ extension Kernels {
                 let wp = weight == nil ? nil : wb.baseAddress.map { SendableConstPointer($0) }
                 let pw = SendablePointer(pwb.baseAddress!), pb = SendablePointer(pbb.baseAddress!)
                 Parallel.forEach(blocks) { blk in
-                    // x̂ and g·w of up to four rows; their sums Σ g·w and Σ g·w·x̂ (Double, c order)
-                    // run together, then each row is finished in row order.
+                    // x̂ and g·w of up to four rows; their sums Σ g·w and Σ g·w·x̂ (Double, c order,
+                    // one lane each) run together, then each row is finished in row order.
                     let xhat = UnsafeMutablePointer<T>.allocate(capacity: 4 * d)
                     let gw = UnsafeMutablePointer<T>.allocate(capacity: 4 * d)
                     defer { xhat.deallocate(); gw.deallocate() }
@@ -108,28 +100,20 @@ extension Kernels {
                             for c in 0..<d { xh[c] = (xr[c] - mt) * rt }
                             if let wp { for c in 0..<d { gwi[c] = gr[c] * wp[c] } } else { for c in 0..<d { gwi[c] = gr[c] } }
                         }
-                        var sg = (0.0, 0.0, 0.0, 0.0), sgx = (0.0, 0.0, 0.0, 0.0)
-                        if nr == 4 {
-                            let g1 = gw + d, g2 = g1 + d, g3 = g2 + d, h1 = xhat + d, h2 = h1 + d, h3 = h2 + d
-                            for c in 0..<d {
-                                sg.0 += Double(gw[c]); sgx.0 += Double(gw[c]) * Double(xhat[c])
-                                sg.1 += Double(g1[c]); sgx.1 += Double(g1[c]) * Double(h1[c])
-                                sg.2 += Double(g2[c]); sgx.2 += Double(g2[c]) * Double(h2[c])
-                                sg.3 += Double(g3[c]); sgx.3 += Double(g3[c]) * Double(h3[c])
-                            }
+                        // Lanes past nr repeat the first row and are not used.
+                        let g1 = nr > 1 ? gw + d : gw, g2 = nr > 2 ? gw + 2 * d : gw, g3 = nr > 3 ? gw + 3 * d : gw
+                        let h1 = nr > 1 ? xhat + d : xhat, h2 = nr > 2 ? xhat + 2 * d : xhat
+                        let h3 = nr > 3 ? xhat + 3 * d : xhat
+                        var sg = SIMD4<Double>(), sgx = SIMD4<Double>()
+                        for c in 0..<d {
+                            let gv = SIMD4(Double(gw[c]), Double(g1[c]), Double(g2[c]), Double(g3[c]))
+                            sg += gv
+                            sgx += gv * SIMD4(Double(xhat[c]), Double(h1[c]), Double(h2[c]), Double(h3[c]))
                         }
                         for i in 0..<nr {
                             let r = r0 + i, gr = gp.base + r * d, dr = dp.base + r * d
                             let xh = xhat + i * d, gwi = gw + i * d
-                            var a = 0.0, b = 0.0
-                            switch (nr, i) {
-                            case (4, 0): (a, b) = (sg.0, sgx.0)
-                            case (4, 1): (a, b) = (sg.1, sgx.1)
-                            case (4, 2): (a, b) = (sg.2, sgx.2)
-                            case (4, 3): (a, b) = (sg.3, sgx.3)
-                            default:
-                                for c in 0..<d { a += Double(gwi[c]); b += Double(gwi[c]) * Double(xh[c]) }
-                            }
+                            let (a, b) = (sg[i], sgx[i])
                             let mg = T(a / Double(d)), mgx = T(b / Double(d)), rt = T(rp[r])
                             for c in 0..<d { dr[c] = rt * ((gwi[c] - mg) - xh[c] * mgx) }
                             for c in 0..<d {

@@ -42,7 +42,8 @@ extension Kernels {
     }
 
     /// An array of `count` elements that the caller overwrites entirely before reading: the
-    /// form of `uninitializedArray` for several outputs written in one pass (the attention's).
+    /// form of `uninitializedArray` for outputs written in one pass with others (the attention's
+    /// O and P, LayerNorm's y with its statistics, conv2d's planes after their bias).
     @inline(__always)
     static func unfilledArray<T>(_: T.Type, _ count: Int) -> [T] {
         [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
