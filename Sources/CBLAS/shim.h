@@ -37,6 +37,44 @@ static inline void flmm_pack_bt32(const float *b, long ldb, long kc, float *pane
 #define FLMM_HAS_PACK_BT32 0
 #endif
 
+// Transposes a 16 × 16 block of floats: dst[c*ldd + r] = src[r*lds + c] for r, c < 16 (the
+// short-key attention's row tiles, Kernels/ShortKeyAttentionKernels.swift). Values are moved,
+// never changed. With AVX-512: 16 loads, 64 in-register shuffles, 16 stores.
+static inline void flmm_transpose16(const float *src, long lds, float *dst, long ldd) {
+#if defined(__AVX512F__)
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+    // Pairs of rows interleaved, then 4 × 4 blocks transposed within each 128-bit lane.
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    // 128-bit lanes exchanged between row groups 4 apart, then 8 apart.
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
+    }
+    for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * ldd, r[i]);
+#else
+    for (long r = 0; r < 16; r++)
+        for (long c = 0; c < 16; c++) dst[c * ldd + r] = src[r * lds + c];
+#endif
+}
+
 // Software prefetch of a cache line for writing (the GEMM's next C tile), all cache levels.
 static inline void flmm_prefetch_c(const void *p) { __builtin_prefetch(p, 1, 3); }
 

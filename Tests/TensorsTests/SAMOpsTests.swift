@@ -259,6 +259,36 @@ final class SAMOpsTests: XCTestCase {
         }
     }
 
+    /// The short-key kernels (Nk ≤ 16: one query row per lane) give the general path's bits for
+    /// O and P: key counts 1–16, head widths that are and are not multiples of 4 and 16, query
+    /// counts with a partial 16-row tile and several 256-row units, both scales, and rows whose
+    /// logits hold a NaN or ±inf.
+    func testShortKeyAttentionMatchesGeneralPathBitwise() {
+        let cases: [(b: Int, nq: Int, nk: Int, heads: Int, dk: Int, dv: Int, scale: AttentionScale)] = [
+            (1, 300, 12, 8, 16, 16, .divide(4)), (2, 37, 1, 2, 4, 6, .divide(2)), (1, 16, 16, 3, 32, 5, .multiplyQuery(0.3)),
+            (1, 530, 7, 1, 20, 33, .divide(1.5)), (3, 5, 13, 4, 3, 1, .multiplyQuery(0.7)), (1, 12, 12, 8, 32, 32, .divide(5.6))]
+        for (b, nq, nk, heads, dk, dv, scale) in cases {
+            let g = AttentionGeometry(batch: b, heads: heads, nq: nq, nk: nk, dk: dk, dv: dv, scale: scale)
+            XCTAssertTrue(Kernels.usesShortKeyAttention(g))
+            func r(_ n: Int, _ s: Float = 1) -> [Float] { (0..<n).map { _ in s * rng.nextNormal() } }
+            var q = r(b * nq * heads * dk, 2), k = r(b * nk * heads * dk), v = r(b * nk * heads * dv)
+            if nq > 3 {
+                q[3 * heads * dk] = .nan                      // query row 3, head 0: a NaN logit row
+                q[2 * heads * dk] = .infinity                 // query row 2, head 0: ±inf logits
+            }
+            let fast = Kernels.attentionForward(q: q, k: k, v: v, rh: nil, rw: nil, g, keepProbs: true)
+            let general = Kernels.attentionForward(q: q, k: k, v: v, rh: nil, rw: nil, g, keepProbs: true, shortKeys: false)
+            XCTAssertEqual(fast.out.map(\.bitPattern), general.out.map(\.bitPattern), "O \(g)")
+            XCTAssertEqual(fast.probs!.map(\.bitPattern), general.probs!.map(\.bitPattern), "P \(g)")
+            let noProbs = Kernels.attentionForward(q: q, k: k, v: v, rh: nil, rw: nil, g, keepProbs: false)
+            XCTAssertEqual(noProbs.out.map(\.bitPattern), general.out.map(\.bitPattern), "O without P \(g)")
+            XCTAssertNil(noProbs.probs)
+            if nq > 3 { XCTAssertTrue(fast.out[3 * heads * dv].isNaN, "a NaN logit makes its row NaN") }
+        }
+        XCTAssertFalse(Kernels.usesShortKeyAttention(AttentionGeometry(batch: 1, heads: 1, nq: 4, nk: 17, dk: 4, dv: 4,
+                                                                        scale: .divide(2))))
+    }
+
     // MARK: attention backward by finite differences (Double, the same kernels)
 
     func testAttentionBackwardFiniteDifferencesInDouble() {

@@ -23,6 +23,8 @@
 // splits (b, h) units, each accumulating dK_h, dV_h over its row blocks in order; the
 // relative-position tables' gradients are per-unit partials summed in unit order afterwards.
 // GEMMs inside a unit run on one thread.
+// With at most 16 keys (SAM's image-to-token attention) and no bias, Float attention runs the
+// short-key kernels instead (Kernels/ShortKeyAttentionKernels.swift): the same bits.
 
 import RealModule
 
@@ -202,8 +204,10 @@ extension Kernels {
     /// O [B, Nq, NH·dv] of the fused attention; also P [B, NH, Nq, Nk] when `keepProbs`.
     /// q [B, Nq, NH·dk], k [B, Nk, NH·dk], v [B, Nk, NH·dv]; rh [qh, kh, dk], rw [qw, kw, dk]
     /// (the gathered relative-position rows) when `g.relPos` is set.
+    /// `shortKeys: false` forces the general path where the short-key kernels would run (the
+    /// tests compare the two).
     public static func attentionForward<T: Real & BinaryFloatingPoint & Sendable>(
-        q: [T], k: [T], v: [T], rh: [T]?, rw: [T]?, _ g: AttentionGeometry, keepProbs: Bool
+        q: [T], k: [T], v: [T], rh: [T]?, rw: [T]?, _ g: AttentionGeometry, keepProbs: Bool, shortKeys: Bool = true
     ) -> (out: [T], probs: [T]?) {
         precondition(q.count == g.batch * g.nq * g.iq && k.count == g.batch * g.nk * g.iq && v.count == g.batch * g.nk * g.iv,
                      "attentionForward: buffers \(q.count)/\(k.count)/\(v.count) do not fit \(g)")
@@ -214,6 +218,17 @@ extension Kernels {
         // Every element of O (and of P) is written below: no zero fill.
         var out = unfilledArray(T.self, outCount)
         var probs = unfilledArray(T.self, probCount)
+        if shortKeys && T.self == Float.self && usesShortKeyAttention(g) {
+            q.withUnsafeBytes { qb in k.withUnsafeBytes { kb in v.withUnsafeBytes { vb in
+            out.withUnsafeMutableBytes { ob in probs.withUnsafeMutableBytes { pb in
+                shortKeyAttentionForward(q: qb.baseAddress!.assumingMemoryBound(to: Float.self),
+                                         k: kb.baseAddress!.assumingMemoryBound(to: Float.self),
+                                         v: vb.baseAddress!.assumingMemoryBound(to: Float.self),
+                                         out: ob.baseAddress!.assumingMemoryBound(to: Float.self),
+                                         probs: keepProbs ? pb.baseAddress!.assumingMemoryBound(to: Float.self) : nil, g)
+            }}}}}
+            return (out, keepProbs ? probs : nil)
+        }
         let rowsPerBlock = g.blockRows
         let blocks = (g.nq + rowsPerBlock - 1) / rowsPerBlock
         let units = g.batch * g.heads * blocks

@@ -1,0 +1,171 @@
+// The fused attention for at most 16 keys per head (SAM's image-to-token attention: 4096 image
+// queries against a dozen prompt tokens), Float only: one query row at a time with the keys in
+// the 16 lanes of a vector, instead of GEMMs whose inner dimension is the key count.
+//
+// The same operations as the general path (Kernels/AttentionKernels.swift) in the same order,
+// so the same bits:
+//   logits  S[i, j] = Σ_c Q[i, c]·K[j, c], c in order, FMA from 0; then / s (or Q·s first)
+//   softmax m = max_j S[i, j] (any NaN: the row is NaN); e = expFloat(S − m) (`expFloat16`, the
+//           same bits per lane); Σ_j e in Double, j in order; P = e · Float(1 / Σ)
+//   output  O[i, c] = Σ_j P[i, j]·V[j, c], j in order, FMA from 0
+// Rows are moved into and out of lanes by 16 × 16 transposes (`flmm_transpose16`).
+// Parallelism: units of (b, block of 256 query rows), each writing its own rows of O and P (all
+// heads of a 16-row tile in turn, while the tile's rows of Q and O are in cache).
+
+import CBLAS
+
+extension Kernels {
+    /// Whether the short-key kernels compute this attention (Float, Nk ≤ 16, no relative-position bias).
+    public static func usesShortKeyAttention(_ g: AttentionGeometry) -> Bool {
+        g.nk >= 1 && g.nk <= 16 && g.relPos == nil && g.dk >= 1 && g.dv >= 1
+    }
+
+    /// O [B, Nq, NH·dv] (and P [B, NH, Nq, Nk] into `probs` when given) for Nk ≤ 16.
+    /// q [B, Nq, NH·dk], k [B, Nk, NH·dk], v [B, Nk, NH·dv].
+    static func shortKeyAttentionForward(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                                         out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>?,
+                                         _ g: AttentionGeometry) {
+        precondition(usesShortKeyAttention(g), "shortKeyAttentionForward: \(g) has more than 16 keys or a bias")
+        typealias V = SIMD16<Float>
+        let rowsPerUnit = 256
+        let blocks = (g.nq + rowsPerUnit - 1) / rowsPerUnit
+        let qp = SendableConstPointer(q), kp = SendableConstPointer(k), vp = SendableConstPointer(v)
+        let op = SendablePointer(out), pp = probs.map { SendablePointer($0) }
+        Parallel.forEach(g.batch * blocks, grain: 1) { unit in
+            let b = unit / blocks, blk = unit % blocks
+            let r0 = blk * rowsPerUnit, r1 = Swift.min(g.nq, r0 + rowsPerUnit)
+            // Tiles of 16 query rows, one row per lane: qT[c] = Q[rows, c] (scaled first for
+            // .multiplyQuery), sP[j] = S, then P, of key j; oT[c] = O[rows, c].
+            // Every head's K and V, copied once per unit: kLoc [NH, Nk4, dk] and vLoc [NH, Nk,
+            // dv4] (Nk, dv rounded up to 4; zeros past them) for the four-wide register loops.
+            let nk4 = (g.nk + 3) / 4 * 4, dv4 = (g.dv + 3) / 4 * 4
+            let qT = UnsafeMutablePointer<V>.allocate(capacity: g.dk)
+            let sP = UnsafeMutablePointer<V>.allocate(capacity: 16)
+            let oT = UnsafeMutablePointer<V>.allocate(capacity: dv4)
+            let rowsP = UnsafeMutablePointer<Float>.allocate(capacity: 256)
+            let kLoc = UnsafeMutablePointer<Float>.allocate(capacity: g.heads * nk4 * g.dk)
+            let vLoc = UnsafeMutablePointer<Float>.allocate(capacity: g.heads * g.nk * dv4)
+            defer {
+                qT.deallocate(); sP.deallocate(); oT.deallocate(); rowsP.deallocate()
+                kLoc.deallocate(); vLoc.deallocate()
+            }
+            sP.initialize(repeating: V(), count: 16)
+            kLoc.initialize(repeating: 0, count: g.heads * nk4 * g.dk)
+            vLoc.initialize(repeating: 0, count: g.heads * g.nk * dv4)
+            for h in 0..<g.heads {
+                for j in 0..<g.nk {
+                    (kLoc + (h * nk4 + j) * g.dk).update(from: kp.base + (b * g.nk + j) * g.iq + h * g.dk, count: g.dk)
+                    (vLoc + (h * g.nk + j) * dv4).update(from: vp.base + (b * g.nk + j) * g.iv + h * g.dv, count: g.dv)
+                }
+            }
+            let qF = UnsafeMutableRawPointer(qT).assumingMemoryBound(to: Float.self)
+            let pF = UnsafeMutableRawPointer(sP).assumingMemoryBound(to: Float.self)
+            let oF = UnsafeMutableRawPointer(oT).assumingMemoryBound(to: Float.self)
+            var i0 = r0
+            while i0 < r1 {
+                let lanes = Swift.min(16, r1 - i0)
+                // Every head of these rows while their Q and O lines are in cache.
+                for h in 0..<g.heads {
+                let q0 = qp.base + (b * g.nq + i0) * g.iq + h * g.dk
+                let o0 = op.base + (b * g.nq + i0) * g.iv + h * g.dv
+                transposeTile(from: q0, g.iq, rows: lanes, columns: g.dk, to: qF)
+                if case .multiplyQuery(let m) = g.scale {
+                    for c in 0..<g.dk { qT[c] = qT[c] * V(repeating: m) }
+                }
+                var mx = V(), bad = V()
+                // Four keys at a time, in registers: four independent FMA chains, each in c order.
+                var j0 = 0
+                while j0 < g.nk {
+                    let k0 = kLoc + (h * nk4 + j0) * g.dk, k1 = k0 + g.dk, k2 = k1 + g.dk, k3 = k2 + g.dk
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+                    for c in 0..<g.dk {
+                        let qc = qT[c]
+                        a0 = a0.addingProduct(qc, V(repeating: k0[c])); a1 = a1.addingProduct(qc, V(repeating: k1[c]))
+                        a2 = a2.addingProduct(qc, V(repeating: k2[c])); a3 = a3.addingProduct(qc, V(repeating: k3[c]))
+                    }
+                    sP[j0] = a0; sP[j0 + 1] = a1; sP[j0 + 2] = a2; sP[j0 + 3] = a3
+                    j0 += 4
+                }
+                for j in 0..<g.nk {
+                    var s = sP[j]
+                    if case .divide(let d) = g.scale {
+                        s = s / V(repeating: d)
+                        sP[j] = s
+                    }
+                    bad = bad.replacing(with: .nan, where: s .!= s)
+                    mx = j == 0 ? s : mx.replacing(with: s, where: mx .< s)
+                }
+                var lo = SIMD8<Double>(), hi = SIMD8<Double>()
+                for j in 0..<g.nk {
+                    let e = expFloat16(sP[j] - mx)
+                    sP[j] = e
+                    lo += SIMD8<Double>(e.lowHalf)
+                    hi += SIMD8<Double>(e.highHalf)
+                }
+                let inv = V(lowHalf: SIMD8<Float>(1 / lo), highHalf: SIMD8<Float>(1 / hi))
+                for j in 0..<g.nk {
+                    sP[j] = sP[j] * inv + bad
+                }
+                // Four output columns at a time, in registers: each a chain in key order.
+                var c0 = 0
+                while c0 < g.dv {
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+                    for j in 0..<g.nk {
+                        let pj = sP[j], vr = vLoc + (h * g.nk + j) * dv4 + c0
+                        a0 = a0.addingProduct(pj, V(repeating: vr[0])); a1 = a1.addingProduct(pj, V(repeating: vr[1]))
+                        a2 = a2.addingProduct(pj, V(repeating: vr[2])); a3 = a3.addingProduct(pj, V(repeating: vr[3]))
+                    }
+                    oT[c0] = a0; oT[c0 + 1] = a1; oT[c0 + 2] = a2; oT[c0 + 3] = a3
+                    c0 += 4
+                }
+                transposeTile(from: oF, 16, rows: g.dv, columns: lanes, to: o0, ld: g.iv)
+                if let pp {
+                    // P's rows of this tile are one contiguous run of lanes·Nk floats: a row is
+                    // stored as a whole vector (its lanes past Nk overwritten by the next rows)
+                    // while that vector ends inside the tile; the last rows one float at a time.
+                    transposeTile(from: pF, 16, rows: 16, columns: lanes, to: rowsP, ld: 16)
+                    let p0 = pp.base + ((b * g.heads + h) * g.nq + i0) * g.nk
+                    let raw = UnsafeRawPointer(rowsP)
+                    for l in 0..<lanes {
+                        if (lanes - l) * g.nk >= 16 {
+                            UnsafeMutableRawPointer(p0 + l * g.nk).storeBytes(
+                                of: raw.load(fromByteOffset: 64 * l, as: V.self), as: V.self)
+                        } else {
+                            for j in 0..<g.nk { p0[l * g.nk + j] = rowsP[l * 16 + j] }
+                        }
+                    }
+                }
+                }
+                i0 += lanes
+            }
+        }
+    }
+
+    /// dst[c·ld + r] = src[r·lds + c] for r < rows, c < columns. With `ld` nil, dst is a tile of
+    /// 16-lane vectors (ld 16; rows ≤ 16) whose lanes past `rows` are set to 0. Whole 16 × 16
+    /// blocks go through `flmm_transpose16`; the values are moved, never changed.
+    @inline(__always)
+    static func transposeTile(from src: UnsafePointer<Float>, _ lds: Int, rows: Int, columns: Int,
+                              to dst: UnsafeMutablePointer<Float>, ld: Int? = nil) {
+        let ldd = ld ?? 16
+        var c0 = 0
+        while c0 < columns {
+            let w = Swift.min(16, columns - c0)
+            var r0 = 0
+            while r0 < rows {
+                let hgt = Swift.min(16, rows - r0)
+                if w == 16 && hgt == 16 {
+                    flmm_transpose16(src + r0 * lds + c0, lds, dst + c0 * ldd + r0, ldd)
+                } else {
+                    for c in 0..<w {
+                        let d = dst + (c0 + c) * ldd + r0
+                        for r in 0..<hgt { d[r] = src[(r0 + r) * lds + c0 + c] }
+                        if ld == nil { for r in hgt..<16 { d[r] = 0 } }
+                    }
+                }
+                r0 += 16
+            }
+            c0 += 16
+        }
+    }
+}
