@@ -260,13 +260,14 @@ final class SAMOpsTests: XCTestCase {
     }
 
     /// The short-key kernels (Nk ≤ 16: one query row per lane) give the general path's bits for
-    /// O and P: key counts 1–16, head widths that are and are not multiples of 4 and 16, query
+    /// O and P, and for dQ, dK, dV: key counts 1–16, head widths that are and are not multiples of 4 and 16, query
     /// counts with a partial 16-row tile and several 256-row units, both scales, and rows whose
     /// logits hold a NaN or ±inf.
     func testShortKeyAttentionMatchesGeneralPathBitwise() {
         let cases: [(b: Int, nq: Int, nk: Int, heads: Int, dk: Int, dv: Int, scale: AttentionScale)] = [
             (1, 300, 12, 8, 16, 16, .divide(4)), (2, 37, 1, 2, 4, 6, .divide(2)), (1, 16, 16, 3, 32, 5, .multiplyQuery(0.3)),
-            (1, 530, 7, 1, 20, 33, .divide(1.5)), (3, 5, 13, 4, 3, 1, .multiplyQuery(0.7)), (1, 12, 12, 8, 32, 32, .divide(5.6))]
+            (1, 530, 7, 1, 20, 33, .divide(1.5)), (3, 5, 13, 4, 3, 1, .multiplyQuery(0.7)), (1, 12, 12, 8, 32, 32, .divide(5.6)),
+            (2, 70, 9, 2, 16, 32, .multiplyQuery(0.25))]
         for (b, nq, nk, heads, dk, dv, scale) in cases {
             let g = AttentionGeometry(batch: b, heads: heads, nq: nq, nk: nk, dk: dk, dv: dv, scale: scale)
             XCTAssertTrue(Kernels.usesShortKeyAttention(g))
@@ -284,6 +285,15 @@ final class SAMOpsTests: XCTestCase {
             XCTAssertEqual(noProbs.out.map(\.bitPattern), general.out.map(\.bitPattern), "O without P \(g)")
             XCTAssertNil(noProbs.probs)
             if nq > 3 { XCTAssertTrue(fast.out[3 * heads * dv].isNaN, "a NaN logit makes its row NaN") }
+            // The backward, from finite inputs (a NaN row would make every dK, dV NaN).
+            let qf = r(q.count, 2), dO = r(fast.out.count)
+            let pf = Kernels.attentionForward(q: qf, k: k, v: v, rh: nil, rw: nil, g, keepProbs: true).probs!
+            let fb = Kernels.attentionBackward(dO, q: qf, k: k, v: v, rh: nil, rw: nil, probs: pf, g)
+            let gb = Kernels.attentionBackward(dO, q: qf, k: k, v: v, rh: nil, rw: nil, probs: pf, g, shortKeys: false)
+            XCTAssertEqual(fb.dq.map(\.bitPattern), gb.dq.map(\.bitPattern), "dq \(g)")
+            XCTAssertEqual(fb.dk.map(\.bitPattern), gb.dk.map(\.bitPattern), "dk \(g)")
+            XCTAssertEqual(fb.dv.map(\.bitPattern), gb.dv.map(\.bitPattern), "dv \(g)")
+            XCTAssertFalse(fb.dk.contains { !$0.isFinite })
         }
         XCTAssertFalse(Kernels.usesShortKeyAttention(AttentionGeometry(batch: 1, heads: 1, nq: 4, nk: 17, dk: 4, dv: 4,
                                                                         scale: .divide(2))))

@@ -24,7 +24,8 @@
 // relative-position tables' gradients are per-unit partials summed in unit order afterwards.
 // GEMMs inside a unit run on one thread.
 // With at most 16 keys (SAM's image-to-token attention) and no bias, Float attention runs the
-// short-key kernels instead (Kernels/ShortKeyAttentionKernels.swift): the same bits.
+// short-key kernels instead, forward and backward (Kernels/ShortKeyAttentionKernels.swift): the
+// same bits.
 
 import RealModule
 
@@ -327,8 +328,10 @@ extension Kernels {
 
     /// Gradients of the fused attention from dO [B, Nq, NH·dv] and the kept probabilities P:
     /// dq, dk, dv (same layouts as q, k, v) and, with a relative-position bias, drh, drw.
+    /// `shortKeys: false` forces the general path where the short-key kernels would run.
     public static func attentionBackward<T: Real & BinaryFloatingPoint & Sendable>(
-        _ dO: [T], q: [T], k: [T], v: [T], rh: [T]?, rw: [T]?, probs: [T], _ g: AttentionGeometry
+        _ dO: [T], q: [T], k: [T], v: [T], rh: [T]?, rw: [T]?, probs: [T], _ g: AttentionGeometry,
+        shortKeys: Bool = true
     ) -> (dq: [T], dk: [T], dv: [T], drh: [T]?, drw: [T]?) {
         // With queries and keys, every element of dQ, dK and dV is written below (the first row
         // block of a unit does not accumulate): no zero fill.
@@ -336,6 +339,19 @@ extension Kernels {
         var dq = written ? unfilledArray(T.self, q.count) : [T](repeating: 0, count: q.count)
         var dk = written ? unfilledArray(T.self, k.count) : [T](repeating: 0, count: k.count)
         var dv = written ? unfilledArray(T.self, v.count) : [T](repeating: 0, count: v.count)
+        if written && shortKeys && T.self == Float.self && usesShortKeyAttention(g) {
+            func f(_ p: UnsafeRawBufferPointer) -> UnsafePointer<Float> { p.baseAddress!.assumingMemoryBound(to: Float.self) }
+            func f(_ p: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<Float> {
+                p.baseAddress!.assumingMemoryBound(to: Float.self)
+            }
+            dO.withUnsafeBytes { gb in q.withUnsafeBytes { qb in k.withUnsafeBytes { kb in
+            v.withUnsafeBytes { vb in probs.withUnsafeBytes { pb in
+            dq.withUnsafeMutableBytes { dqb in dk.withUnsafeMutableBytes { dkb in dv.withUnsafeMutableBytes { dvb in
+                shortKeyAttentionBackward(dO: f(gb), q: f(qb), k: f(kb), v: f(vb), probs: f(pb),
+                                          dq: f(dqb), dk: f(dkb), dv: f(dvb), g)
+            }}}}}}}}
+            return (dq, dk, dv, nil, nil)
+        }
         let grid = g.relPos
         let units = g.batch * g.heads
         let rhCount = grid.map { $0.qh * $0.kh * g.dk } ?? 0, rwCount = grid.map { $0.qw * $0.kw * g.dk } ?? 0

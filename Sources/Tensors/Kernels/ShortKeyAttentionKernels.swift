@@ -141,6 +141,204 @@ extension Kernels {
         }
     }
 
+    /// dq, dk, dv (the layouts of q, k, v) from dO [B, Nq, NH·dv] and the kept P [B, NH, Nq, Nk],
+    /// for Nk ≤ 16: the general backward's sums in its orders.
+    ///   dP[i, j] = Σ_c dO[i, c]·V[j, c] (c order); dS = P ⊙ (dP − Σ_j dP⊙P) in Double (j order),
+    ///   then / s; dQ[i, c] = Σ_j dS[i, j]·K[j, c] (j order; · s for .multiplyQuery);
+    ///   dV[j, c] = Σ_i P[i, j]·dO[i, c] and dK[j, c] = Σ_i dS[i, j]·Q'[i, c] (i order, one row at
+    ///   a time; Q' = Q·s for .multiplyQuery). Units: (b, h), each owning its dK, dV rows.
+    static func shortKeyAttentionBackward(dO: UnsafePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                                          v: UnsafePointer<Float>, probs: UnsafePointer<Float>,
+                                          dq: UnsafeMutablePointer<Float>, dk: UnsafeMutablePointer<Float>,
+                                          dv: UnsafeMutablePointer<Float>, _ g: AttentionGeometry) {
+        precondition(usesShortKeyAttention(g), "shortKeyAttentionBackward: \(g) has more than 16 keys or a bias")
+        typealias V = SIMD16<Float>
+        let gp = SendableConstPointer(dO), qp = SendableConstPointer(q), kp = SendableConstPointer(k)
+        let vp = SendableConstPointer(v), pp = SendableConstPointer(probs)
+        let dqp = SendablePointer(dq), dkp = SendablePointer(dk), dvp = SendablePointer(dv)
+        let nk4 = (g.nk + 3) / 4 * 4, dk4 = (g.dk + 3) / 4 * 4
+        Parallel.forEach(g.batch * g.heads, grain: 1) { unit in
+            let b = unit / g.heads, h = unit % g.heads
+            // vLoc [Nk4, dv]: V_h's rows, zero rows past Nk; kLoc [Nk, dk4]: K_h's rows, zero
+            // columns past dk. Tiles of 16 rows, one per lane: pT[j] = P then dS of key j,
+            // dPT[j] = dP, dT[c] = dO then dQ of column c; pRows and rows16: P's and dS's rows,
+            // 16 × 16 row-major. dVAcc [Nk4, dv] and dKAcc [Nk4, dk] accumulate one query row
+            // at a time, in order (rows past Nk are padding, never stored).
+            let vLoc = UnsafeMutablePointer<Float>.allocate(capacity: nk4 * g.dv)
+            let kLoc = UnsafeMutablePointer<Float>.allocate(capacity: g.nk * dk4)
+            let pT = UnsafeMutablePointer<V>.allocate(capacity: 16), dPT = UnsafeMutablePointer<V>.allocate(capacity: 16)
+            let dT = UnsafeMutablePointer<V>.allocate(capacity: Swift.max(g.dv, dk4))
+            let rows16 = UnsafeMutablePointer<Float>.allocate(capacity: 256)
+            let pRows = UnsafeMutablePointer<Float>.allocate(capacity: 256)
+            let dVAcc = UnsafeMutablePointer<Float>.allocate(capacity: nk4 * g.dv)
+            let dKAcc = UnsafeMutablePointer<Float>.allocate(capacity: nk4 * g.dk)
+            let qRow = UnsafeMutablePointer<Float>.allocate(capacity: g.dk)
+            defer {
+                vLoc.deallocate(); kLoc.deallocate(); pT.deallocate(); dPT.deallocate(); dT.deallocate()
+                rows16.deallocate(); pRows.deallocate(); dVAcc.deallocate(); dKAcc.deallocate(); qRow.deallocate()
+            }
+            vLoc.initialize(repeating: 0, count: nk4 * g.dv)
+            kLoc.initialize(repeating: 0, count: g.nk * dk4)
+            for j in 0..<g.nk {
+                (vLoc + j * g.dv).update(from: vp.base + (b * g.nk + j) * g.iv + h * g.dv, count: g.dv)
+                (kLoc + j * dk4).update(from: kp.base + (b * g.nk + j) * g.iq + h * g.dk, count: g.dk)
+            }
+            pT.initialize(repeating: V(), count: 16)
+            dPT.initialize(repeating: V(), count: 16)
+            rows16.initialize(repeating: 0, count: 256)
+            pRows.initialize(repeating: 0, count: 256)
+            dVAcc.initialize(repeating: 0, count: nk4 * g.dv)
+            dKAcc.initialize(repeating: 0, count: nk4 * g.dk)
+            let pF = UnsafeMutableRawPointer(pT).assumingMemoryBound(to: Float.self)
+            let dF = UnsafeMutableRawPointer(dT).assumingMemoryBound(to: Float.self)
+            var i0 = 0
+            while i0 < g.nq {
+                let lanes = Swift.min(16, g.nq - i0)
+                let p0 = pp.base + ((b * g.heads + h) * g.nq + i0) * g.nk
+                let g0 = gp.base + (b * g.nq + i0) * g.iv + h * g.dv
+                // P's rows (contiguous, Nk apart) into pRows, then into lanes: a row as a whole
+                // vector while that vector ends inside the tile (its lanes past Nk are unused).
+                for l in 0..<lanes {
+                    if (lanes - l) * g.nk >= 16 {
+                        UnsafeMutableRawPointer(pRows + l * 16).storeBytes(
+                            of: UnsafeRawPointer(p0 + l * g.nk).loadUnaligned(as: V.self), as: V.self)
+                    } else {
+                        for j in 0..<g.nk { pRows[l * 16 + j] = p0[l * g.nk + j] }
+                    }
+                }
+                flmm_transpose16(pRows, 16, pF, 16)
+                transposeTile(from: g0, g.iv, rows: lanes, columns: g.dv, to: dF)
+                // dP, four keys at a time in registers (each a chain in c order).
+                var j0 = 0
+                while j0 < g.nk {
+                    let v0 = vLoc + j0 * g.dv, v1 = v0 + g.dv, v2 = v1 + g.dv, v3 = v2 + g.dv
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+                    for c in 0..<g.dv {
+                        let x = dT[c]
+                        a0 = a0.addingProduct(x, V(repeating: v0[c])); a1 = a1.addingProduct(x, V(repeating: v1[c]))
+                        a2 = a2.addingProduct(x, V(repeating: v2[c])); a3 = a3.addingProduct(x, V(repeating: v3[c]))
+                    }
+                    dPT[j0] = a0; dPT[j0 + 1] = a1; dPT[j0 + 2] = a2; dPT[j0 + 3] = a3
+                    j0 += 4
+                }
+                // dS = P ⊙ (dP − Σ dP⊙P), in Double per lane; then the forward's scale.
+                var sLo = SIMD8<Double>(), sHi = SIMD8<Double>()
+                for j in 0..<g.nk {
+                    let d = dPT[j], p = pT[j]
+                    sLo += SIMD8<Double>(d.lowHalf) * SIMD8<Double>(p.lowHalf)
+                    sHi += SIMD8<Double>(d.highHalf) * SIMD8<Double>(p.highHalf)
+                }
+                for j in 0..<g.nk {
+                    let d = dPT[j], p = pT[j]
+                    var ds = V(lowHalf: SIMD8<Float>(SIMD8<Double>(p.lowHalf) * (SIMD8<Double>(d.lowHalf) - sLo)),
+                               highHalf: SIMD8<Float>(SIMD8<Double>(p.highHalf) * (SIMD8<Double>(d.highHalf) - sHi)))
+                    if case .divide(let s) = g.scale { ds = ds / V(repeating: s) }
+                    pT[j] = ds
+                }
+                // dQ, four columns at a time in registers (each a chain in key order).
+                var c0 = 0
+                while c0 < g.dk {
+                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+                    for j in 0..<g.nk {
+                        let x = pT[j], kr = kLoc + j * dk4 + c0
+                        a0 = a0.addingProduct(x, V(repeating: kr[0])); a1 = a1.addingProduct(x, V(repeating: kr[1]))
+                        a2 = a2.addingProduct(x, V(repeating: kr[2])); a3 = a3.addingProduct(x, V(repeating: kr[3]))
+                    }
+                    if case .multiplyQuery(let m) = g.scale {
+                        let mv = V(repeating: m)
+                        a0 = a0 * mv; a1 = a1 * mv; a2 = a2 * mv; a3 = a3 * mv
+                    }
+                    dT[c0] = a0; dT[c0 + 1] = a1; dT[c0 + 2] = a2; dT[c0 + 3] = a3
+                    c0 += 4
+                }
+                transposeTile(from: dF, 16, rows: g.dk, columns: lanes, to: dqp.base + (b * g.nq + i0) * g.iq + h * g.dk,
+                              ld: g.iq)
+                // dS back to rows; then dV and dK, one query row at a time in order.
+                flmm_transpose16(pF, 16, rows16, 16)
+                if g.dv % 16 == 0 && g.dk % 16 == 0 {
+                    // Four keys × 16 columns in registers across the tile's rows.
+                    var c0 = 0
+                    while c0 < g.dv {
+                        var j0 = 0
+                        while j0 < g.nk {
+                            accumulateTile(dVAcc + j0 * g.dv + c0, g.dv, weights: pRows + j0, rows: lanes,
+                                           x: g0 + c0, g.iv, scale: nil)
+                            j0 += 4
+                        }
+                        c0 += 16
+                    }
+                    let m: Float? = { if case .multiplyQuery(let m) = g.scale { return m } else { return nil } }()
+                    c0 = 0
+                    while c0 < g.dk {
+                        var j0 = 0
+                        while j0 < g.nk {
+                            accumulateTile(dKAcc + j0 * g.dk + c0, g.dk, weights: rows16 + j0, rows: lanes,
+                                           x: qp.base + (b * g.nq + i0) * g.iq + h * g.dk + c0, g.iq, scale: m)
+                            j0 += 4
+                        }
+                        c0 += 16
+                    }
+                } else {
+                    for l in 0..<lanes {
+                        let gr = g0 + l * g.iv, pr = pRows + l * 16, sr = rows16 + l * 16
+                        var qr = qp.base + (b * g.nq + i0 + l) * g.iq + h * g.dk
+                        if case .multiplyQuery(let m) = g.scale {
+                            for c in 0..<g.dk { qRow[c] = qr[c] * m }
+                            qr = UnsafePointer(qRow)
+                        }
+                        for j in 0..<g.nk {
+                            accumulateRow(dVAcc + j * g.dv, pr[j], gr, g.dv)
+                            accumulateRow(dKAcc + j * g.dk, sr[j], qr, g.dk)
+                        }
+                    }
+                }
+                i0 += lanes
+            }
+            for j in 0..<g.nk {
+                (dvp.base + (b * g.nk + j) * g.iv + h * g.dv).update(from: dVAcc + j * g.dv, count: g.dv)
+                (dkp.base + (b * g.nk + j) * g.iq + h * g.dk).update(from: dKAcc + j * g.dk, count: g.dk)
+            }
+        }
+    }
+
+    /// For t < 4, c < 16 and each row r < rows in order: acc[t·lda + c] += w[r·16 + t]·x'[r·ldx + c]
+    /// (FMA), x' = x, or x·scale rounded first. Four accumulators kept in registers.
+    @inline(__always)
+    static func accumulateTile(_ acc: UnsafeMutablePointer<Float>, _ lda: Int, weights w: UnsafePointer<Float>,
+                               rows: Int, x: UnsafePointer<Float>, _ ldx: Int, scale: Float?) {
+        typealias V = SIMD16<Float>
+        let r0 = UnsafeMutableRawPointer(acc), r1 = UnsafeMutableRawPointer(acc + lda)
+        let r2 = UnsafeMutableRawPointer(acc + 2 * lda), r3 = UnsafeMutableRawPointer(acc + 3 * lda)
+        var a0 = r0.loadUnaligned(as: V.self), a1 = r1.loadUnaligned(as: V.self)
+        var a2 = r2.loadUnaligned(as: V.self), a3 = r3.loadUnaligned(as: V.self)
+        for r in 0..<rows {
+            var xv = UnsafeRawPointer(x + r &* ldx).loadUnaligned(as: V.self)
+            if let scale { xv = xv * V(repeating: scale) }
+            let wr = w + r &* 16
+            a0 = a0.addingProduct(V(repeating: wr[0]), xv); a1 = a1.addingProduct(V(repeating: wr[1]), xv)
+            a2 = a2.addingProduct(V(repeating: wr[2]), xv); a3 = a3.addingProduct(V(repeating: wr[3]), xv)
+        }
+        r0.storeBytes(of: a0, as: V.self); r1.storeBytes(of: a1, as: V.self)
+        r2.storeBytes(of: a2, as: V.self); r3.storeBytes(of: a3, as: V.self)
+    }
+
+    /// acc[c] = acc[c] + a·x[c] (FMA) for c < n.
+    @inline(__always)
+    static func accumulateRow(_ acc: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        let av = SIMD16<Float>(repeating: a)
+        var c = 0
+        while c + 16 <= n {
+            let r = UnsafeMutableRawPointer(acc + c)
+            r.storeBytes(of: r.loadUnaligned(as: SIMD16<Float>.self)
+                .addingProduct(av, UnsafeRawPointer(x + c).loadUnaligned(as: SIMD16<Float>.self)), as: SIMD16<Float>.self)
+            c += 16
+        }
+        while c < n {
+            acc[c] = acc[c].addingProduct(a, x[c])
+            c += 1
+        }
+    }
+
     /// dst[c·ld + r] = src[r·lds + c] for r < rows, c < columns. With `ld` nil, dst is a tile of
     /// 16-lane vectors (ld 16; rows ≤ 16) whose lanes past `rows` are set to 0. Whole 16 × 16
     /// blocks go through `flmm_transpose16`; the values are moved, never changed.
