@@ -75,6 +75,15 @@ static inline void flmm_transpose16(const float *src, long lds, float *dst, long
 #endif
 }
 
+// Float ↔ Double conversions of 8 lanes (Swift's SIMD8<Float> / SIMD8<Double>), exact widening
+// and round-to-nearest narrowing, the same values as Swift's own conversions. Swift's generic
+// SIMD8<Double>(SIMD8<Float>) is compiled as a call per vector here; these inline to one
+// instruction (the softmax sums, Kernels/AttentionKernels.swift and ShortKeyAttentionKernels.swift).
+typedef float flmm_float8 __attribute__((ext_vector_type(8)));
+typedef double flmm_double8 __attribute__((ext_vector_type(8)));
+static inline flmm_double8 flmm_widen8(flmm_float8 x) { return __builtin_convertvector(x, flmm_double8); }
+static inline flmm_float8 flmm_narrow8(flmm_double8 x) { return __builtin_convertvector(x, flmm_float8); }
+
 // Software prefetch of a cache line for writing (the GEMM's next C tile), all cache levels.
 static inline void flmm_prefetch_c(const void *p) { __builtin_prefetch(p, 1, 3); }
 

@@ -27,6 +27,7 @@
 // short-key kernels instead, forward and backward (Kernels/ShortKeyAttentionKernels.swift): the
 // same bits.
 
+import CBLAS
 import RealModule
 
 /// How the attention logits are scaled.
@@ -184,8 +185,8 @@ extension Kernels {
         for v in 0..<nv {
             let e = expFloat16(raw.loadUnaligned(fromByteOffset: 64 * v, as: V.self) - mV)
             raw.storeBytes(of: e, toByteOffset: 64 * v, as: V.self)
-            s0 += SIMD8<Double>(e.lowHalf)
-            s1 += SIMD8<Double>(e.highHalf)
+            s0 += flmm_widen8(e.lowHalf)
+            s1 += flmm_widen8(e.highHalf)
         }
         for i in tail..<n { x[i] = expFloat(x[i] - m) }
         var s = 0.0

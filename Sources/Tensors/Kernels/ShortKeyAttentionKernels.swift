@@ -99,10 +99,10 @@ extension Kernels {
                 for j in 0..<g.nk {
                     let e = expFloat16(sP[j] - mx)
                     sP[j] = e
-                    lo += SIMD8<Double>(e.lowHalf)
-                    hi += SIMD8<Double>(e.highHalf)
+                    lo += flmm_widen8(e.lowHalf)
+                    hi += flmm_widen8(e.highHalf)
                 }
-                let inv = V(lowHalf: SIMD8<Float>(1 / lo), highHalf: SIMD8<Float>(1 / hi))
+                let inv = V(lowHalf: flmm_narrow8(1 / lo), highHalf: flmm_narrow8(1 / hi))
                 for j in 0..<g.nk {
                     sP[j] = sP[j] * inv + bad
                 }
@@ -225,13 +225,13 @@ extension Kernels {
                 var sLo = SIMD8<Double>(), sHi = SIMD8<Double>()
                 for j in 0..<g.nk {
                     let d = dPT[j], p = pT[j]
-                    sLo += SIMD8<Double>(d.lowHalf) * SIMD8<Double>(p.lowHalf)
-                    sHi += SIMD8<Double>(d.highHalf) * SIMD8<Double>(p.highHalf)
+                    sLo += flmm_widen8(d.lowHalf) * flmm_widen8(p.lowHalf)
+                    sHi += flmm_widen8(d.highHalf) * flmm_widen8(p.highHalf)
                 }
                 for j in 0..<g.nk {
                     let d = dPT[j], p = pT[j]
-                    var ds = V(lowHalf: SIMD8<Float>(SIMD8<Double>(p.lowHalf) * (SIMD8<Double>(d.lowHalf) - sLo)),
-                               highHalf: SIMD8<Float>(SIMD8<Double>(p.highHalf) * (SIMD8<Double>(d.highHalf) - sHi)))
+                    var ds = V(lowHalf: flmm_narrow8(flmm_widen8(p.lowHalf) * (flmm_widen8(d.lowHalf) - sLo)),
+                               highHalf: flmm_narrow8(flmm_widen8(p.highHalf) * (flmm_widen8(d.highHalf) - sHi)))
                     if case .divide(let s) = g.scale { ds = ds / V(repeating: s) }
                     pT[j] = ds
                 }
