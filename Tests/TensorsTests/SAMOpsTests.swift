@@ -425,6 +425,25 @@ extension SAMOpsTests {
         (ref * u).sum().backward()
         XCTAssertLessThan(relErr(ga, a.grad!.data), 1e-6)
         XCTAssertLessThan(relErr(gb, b.grad!.data), 1e-6)
+        // dA of the register path (K a multiple of 16; M not a multiple of 4) and of the
+        // per-row path: bitwise the FMA chain over n in order from 0.
+        for (batch, m, n, k) in [(2, 5, 37, 32), (1, 4, 100, 16), (1, 3, 20, 12)] {
+            let af = (0..<(batch * m * k)).map { _ in rng.nextNormal() }, bf = (0..<(batch * n * k)).map { _ in rng.nextNormal() }
+            let gf = (0..<(batch * m * n)).map { _ in rng.nextNormal() }
+            let gr = Kernels.matmulNTBackward(gf, af, bf, batch: batch, m: m, n: n, k: k, needA: true, needB: true)
+            var expected = [Float](repeating: 0, count: batch * m * k)
+            for bi in 0..<batch { for i in 0..<m { for kk in 0..<k { for nn in 0..<n {
+                expected[(bi * m + i) * k + kk] = expected[(bi * m + i) * k + kk]
+                    .addingProduct(gf[(bi * m + i) * n + nn], bf[(bi * n + nn) * k + kk])
+            } } } }
+            XCTAssertEqual(gr.da!.map(\.bitPattern), expected.map(\.bitPattern), "dA \((batch, m, n, k))")
+            var expectedB = [Float](repeating: 0, count: batch * n * k)
+            for bi in 0..<batch { for nn in 0..<n { for kk in 0..<k { for i in 0..<m {
+                expectedB[(bi * n + nn) * k + kk] = expectedB[(bi * n + nn) * k + kk]
+                    .addingProduct(gf[(bi * m + i) * n + nn], af[(bi * m + i) * k + kk])
+            } } } }
+            XCTAssertEqual(gr.db!.map(\.bitPattern), expectedB.map(\.bitPattern), "dB \((batch, m, n, k))")
+        }
         // Double: finite differences.
         var ad = (0..<(1 * 3 * 5)).map { _ in Double(rng.nextNormal()) }, bd = (0..<(1 * 7 * 5)).map { _ in Double(rng.nextNormal()) }
         let ud = (0..<21).map { _ in Double(rng.nextNormal()) }
