@@ -1,5 +1,7 @@
 // Reductions and layout kernels, generic over the scalar.
 
+import CBLAS
+
 extension Kernels {
     /// Sums `x` over `dims` (sorted, non-negative). Each output is accumulated in Double in
     /// row-major order of the reduced elements. Output shape: `x` with `dims` removed
@@ -89,7 +91,7 @@ extension Kernels {
     /// Fast paths of `permute` (same result, element for element): after merging output dims
     /// that stay adjacent in the input, either the innermost run is contiguous in both (copied
     /// run by run) or the last two output dims are a transpose of a contiguous input dim (copied
-    /// in 32×32 tiles), split over the threads by output rows or 32-row bands (pure copies:
+    /// in 32×32 tiles, Float ones by 16 × 16 register transposes), split over the threads by output rows or 32-row bands (pure copies:
     /// the same result on any thread count). Nil when neither applies.
     static func permuteBlocked<T>(_ x: [T], _ outShape: [Int], _ srcStrides: [Int]) -> [T]? {
         // Drop size-1 dims, then merge dim d into d+1 when srcStride[d] == size[d+1]·srcStride[d+1].
@@ -157,8 +159,19 @@ extension Kernels {
                         var j0 = 0
                         while j0 < b {
                             let j1 = Swift.min(j0 + tile, b)
-                            for i in i0..<i1 {
-                                for j in j0..<j1 { (d0 + i * b + j).initialize(to: s0[i + j * sb]) }
+                            if T.self == Float.self && i1 - i0 == tile && j1 - j0 == tile {
+                                // A whole Float tile: four 16 × 16 register transposes.
+                                let s = UnsafeRawPointer(s0).assumingMemoryBound(to: Float.self)
+                                let d = UnsafeMutableRawPointer(d0).assumingMemoryBound(to: Float.self)
+                                for ii in stride(from: 0, to: tile, by: 16) {
+                                    for jj in stride(from: 0, to: tile, by: 16) {
+                                        flmm_transpose16(s + (j0 + jj) * sb + i0 + ii, sb, d + (i0 + ii) * b + j0 + jj, b)
+                                    }
+                                }
+                            } else {
+                                for i in i0..<i1 {
+                                    for j in j0..<j1 { (d0 + i * b + j).initialize(to: s0[i + j * sb]) }
+                                }
                             }
                             j0 = j1
                         }
