@@ -73,19 +73,8 @@ extension Kernels {
                     for c in 0..<g.dk { qT[c] = qT[c] * V(repeating: m) }
                 }
                 var mx = V(), bad = V()
-                // Four keys at a time, in registers: four independent FMA chains, each in c order.
-                var j0 = 0
-                while j0 < g.nk {
-                    let k0 = kLoc + (h * nk4 + j0) * g.dk, k1 = k0 + g.dk, k2 = k1 + g.dk, k3 = k2 + g.dk
-                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-                    for c in 0..<g.dk {
-                        let qc = qT[c]
-                        a0 = a0.addingProduct(qc, V(repeating: k0[c])); a1 = a1.addingProduct(qc, V(repeating: k1[c]))
-                        a2 = a2.addingProduct(qc, V(repeating: k2[c])); a3 = a3.addingProduct(qc, V(repeating: k3[c]))
-                    }
-                    sP[j0] = a0; sP[j0 + 1] = a1; sP[j0 + 2] = a2; sP[j0 + 3] = a3
-                    j0 += 4
-                }
+                // S[j] = Σ_c Q[c]·K[j, c].
+                laneDots(qT, depth: g.dk, rows: kLoc + h * nk4 * g.dk, count: g.nk, into: sP)
                 for j in 0..<g.nk {
                     var s = sP[j]
                     if case .divide(let d) = g.scale {
@@ -208,19 +197,8 @@ extension Kernels {
                 }
                 flmm_transpose16(pRows, 16, pF, 16)
                 transposeTile(from: g0, g.iv, rows: lanes, columns: g.dv, to: dF)
-                // dP, four keys at a time in registers (each a chain in c order).
-                var j0 = 0
-                while j0 < g.nk {
-                    let v0 = vLoc + j0 * g.dv, v1 = v0 + g.dv, v2 = v1 + g.dv, v3 = v2 + g.dv
-                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-                    for c in 0..<g.dv {
-                        let x = dT[c]
-                        a0 = a0.addingProduct(x, V(repeating: v0[c])); a1 = a1.addingProduct(x, V(repeating: v1[c]))
-                        a2 = a2.addingProduct(x, V(repeating: v2[c])); a3 = a3.addingProduct(x, V(repeating: v3[c]))
-                    }
-                    dPT[j0] = a0; dPT[j0 + 1] = a1; dPT[j0 + 2] = a2; dPT[j0 + 3] = a3
-                    j0 += 4
-                }
+                // dP[j] = Σ_c dO[c]·V[j, c].
+                laneDots(dT, depth: g.dv, rows: vLoc, count: g.nk, into: dPT)
                 // dS = P ⊙ (dP − Σ dP⊙P), in Double per lane; then the forward's scale.
                 var sLo = SIMD8<Double>(), sHi = SIMD8<Double>()
                 for j in 0..<g.nk {
@@ -298,6 +276,27 @@ extension Kernels {
                 (dvp.base + (b * g.nk + j) * g.iv + h * g.dv).update(from: dVAcc + j * g.dv, count: g.dv)
                 (dkp.base + (b * g.nk + j) * g.iq + h * g.dk).update(from: dKAcc + j * g.dk, count: g.dk)
             }
+        }
+    }
+
+    /// out[j] = Σ_c x[c]·row_j[c] for j < count (rounded up to 4), c ascending from 0 (FMA), with
+    /// row_j = rows + j·depth: the lanes of x (16 query rows) against key j. Four keys at a time,
+    /// in registers: four independent chains. `rows` holds whole groups of four (zeros past count).
+    @inline(__always)
+    static func laneDots(_ x: UnsafePointer<SIMD16<Float>>, depth: Int, rows: UnsafePointer<Float>, count: Int,
+                         into out: UnsafeMutablePointer<SIMD16<Float>>) {
+        typealias V = SIMD16<Float>
+        var j0 = 0
+        while j0 < count {
+            let r0 = rows + j0 * depth, r1 = r0 + depth, r2 = r1 + depth, r3 = r2 + depth
+            var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+            for c in 0..<depth {
+                let xc = x[c]
+                a0 = a0.addingProduct(xc, V(repeating: r0[c])); a1 = a1.addingProduct(xc, V(repeating: r1[c]))
+                a2 = a2.addingProduct(xc, V(repeating: r2[c])); a3 = a3.addingProduct(xc, V(repeating: r3[c]))
+            }
+            out[j0] = a0; out[j0 + 1] = a1; out[j0 + 2] = a2; out[j0 + 3] = a3
+            j0 += 4
         }
     }
 
