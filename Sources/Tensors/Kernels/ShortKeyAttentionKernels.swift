@@ -95,34 +95,14 @@ extension Kernels {
                 for j in 0..<g.nk {
                     sP[j] = sP[j] * inv + bad
                 }
-                // Four output columns at a time, in registers: each a chain in key order.
-                var c0 = 0
-                while c0 < g.dv {
-                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-                    for j in 0..<g.nk {
-                        let pj = sP[j], vr = vLoc + (h * g.nk + j) * dv4 + c0
-                        a0 = a0.addingProduct(pj, V(repeating: vr[0])); a1 = a1.addingProduct(pj, V(repeating: vr[1]))
-                        a2 = a2.addingProduct(pj, V(repeating: vr[2])); a3 = a3.addingProduct(pj, V(repeating: vr[3]))
-                    }
-                    oT[c0] = a0; oT[c0 + 1] = a1; oT[c0 + 2] = a2; oT[c0 + 3] = a3
-                    c0 += 4
-                }
+                // O[c] = Σ_j P[j]·V[j, c].
+                laneCombos(sP, count: g.nk, rows: vLoc + h * g.nk * dv4, dv4, columns: g.dv, scale: nil, into: oT)
                 transposeTile(from: oF, 16, rows: g.dv, columns: lanes, to: o0, ld: g.iv)
                 if let pp {
-                    // P's rows of this tile are one contiguous run of lanes·Nk floats: a row is
-                    // stored as a whole vector (its lanes past Nk overwritten by the next rows)
-                    // while that vector ends inside the tile; the last rows one float at a time.
-                    transposeTile(from: pF, 16, rows: 16, columns: lanes, to: rowsP, ld: 16)
-                    let p0 = pp.base + ((b * g.heads + h) * g.nq + i0) * g.nk
-                    let raw = UnsafeRawPointer(rowsP)
-                    for l in 0..<lanes {
-                        if (lanes - l) * g.nk >= 16 {
-                            UnsafeMutableRawPointer(p0 + l * g.nk).storeBytes(
-                                of: raw.load(fromByteOffset: 64 * l, as: V.self), as: V.self)
-                        } else {
-                            for j in 0..<g.nk { p0[l * g.nk + j] = rowsP[l * 16 + j] }
-                        }
-                    }
+                    // P's rows of this tile: one contiguous run of lanes·Nk floats.
+                    flmm_transpose16(pF, 16, rowsP, 16)
+                    copyRows(from: rowsP, 16, to: pp.base + ((b * g.heads + h) * g.nq + i0) * g.nk, g.nk,
+                             rows: lanes, count: g.nk)
                 }
                 }
                 i0 += lanes
@@ -185,16 +165,8 @@ extension Kernels {
                 let lanes = Swift.min(16, g.nq - i0)
                 let p0 = pp.base + ((b * g.heads + h) * g.nq + i0) * g.nk
                 let g0 = gp.base + (b * g.nq + i0) * g.iv + h * g.dv
-                // P's rows (contiguous, Nk apart) into pRows, then into lanes: a row as a whole
-                // vector while that vector ends inside the tile (its lanes past Nk are unused).
-                for l in 0..<lanes {
-                    if (lanes - l) * g.nk >= 16 {
-                        UnsafeMutableRawPointer(pRows + l * 16).storeBytes(
-                            of: UnsafeRawPointer(p0 + l * g.nk).loadUnaligned(as: V.self), as: V.self)
-                    } else {
-                        for j in 0..<g.nk { pRows[l * 16 + j] = p0[l * g.nk + j] }
-                    }
-                }
+                // P's rows (contiguous, Nk apart) into pRows, then into lanes.
+                copyRows(from: p0, g.nk, to: pRows, 16, rows: lanes, count: g.nk)
                 flmm_transpose16(pRows, 16, pF, 16)
                 transposeTile(from: g0, g.iv, rows: lanes, columns: g.dv, to: dF)
                 // dP[j] = Σ_c dO[c]·V[j, c].
@@ -213,22 +185,9 @@ extension Kernels {
                     if case .divide(let s) = g.scale { ds = ds / V(repeating: s) }
                     pT[j] = ds
                 }
-                // dQ, four columns at a time in registers (each a chain in key order).
-                var c0 = 0
-                while c0 < g.dk {
-                    var a0 = V(), a1 = V(), a2 = V(), a3 = V()
-                    for j in 0..<g.nk {
-                        let x = pT[j], kr = kLoc + j * dk4 + c0
-                        a0 = a0.addingProduct(x, V(repeating: kr[0])); a1 = a1.addingProduct(x, V(repeating: kr[1]))
-                        a2 = a2.addingProduct(x, V(repeating: kr[2])); a3 = a3.addingProduct(x, V(repeating: kr[3]))
-                    }
-                    if case .multiplyQuery(let m) = g.scale {
-                        let mv = V(repeating: m)
-                        a0 = a0 * mv; a1 = a1 * mv; a2 = a2 * mv; a3 = a3 * mv
-                    }
-                    dT[c0] = a0; dT[c0 + 1] = a1; dT[c0 + 2] = a2; dT[c0 + 3] = a3
-                    c0 += 4
-                }
+                // dQ[c] = Σ_j dS[j]·K[j, c] (· s for .multiplyQuery).
+                let m: Float? = { if case .multiplyQuery(let m) = g.scale { return m } else { return nil } }()
+                laneCombos(pT, count: g.nk, rows: kLoc, dk4, columns: g.dk, scale: m, into: dT)
                 transposeTile(from: dF, 16, rows: g.dk, columns: lanes, to: dqp.base + (b * g.nq + i0) * g.iq + h * g.dk,
                               ld: g.iq)
                 // dS back to rows; then dV and dK, one query row at a time in order.
@@ -245,7 +204,6 @@ extension Kernels {
                         }
                         c0 += 16
                     }
-                    let m: Float? = { if case .multiplyQuery(let m) = g.scale { return m } else { return nil } }()
                     c0 = 0
                     while c0 < g.dk {
                         var j0 = 0
@@ -297,6 +255,47 @@ extension Kernels {
             }
             out[j0] = a0; out[j0 + 1] = a1; out[j0 + 2] = a2; out[j0 + 3] = a3
             j0 += 4
+        }
+    }
+
+    /// out[c] = (Σ_j x[j]·rows[j·ld + c]) (· scale) for c < columns (rounded up to 4), j ascending
+    /// from 0 (FMA): 16 query rows' combinations of the keys' rows. Four columns at a time, in
+    /// registers: four independent chains. `rows` holds the columns rounded up to 4 (zeros past).
+    @inline(__always)
+    static func laneCombos(_ x: UnsafePointer<SIMD16<Float>>, count: Int, rows: UnsafePointer<Float>, _ ld: Int,
+                           columns: Int, scale: Float?, into out: UnsafeMutablePointer<SIMD16<Float>>) {
+        typealias V = SIMD16<Float>
+        var c0 = 0
+        while c0 < columns {
+            var a0 = V(), a1 = V(), a2 = V(), a3 = V()
+            for j in 0..<count {
+                let xj = x[j], r = rows + j * ld + c0
+                a0 = a0.addingProduct(xj, V(repeating: r[0])); a1 = a1.addingProduct(xj, V(repeating: r[1]))
+                a2 = a2.addingProduct(xj, V(repeating: r[2])); a3 = a3.addingProduct(xj, V(repeating: r[3]))
+            }
+            if let scale {
+                let sv = V(repeating: scale)
+                a0 = a0 * sv; a1 = a1 * sv; a2 = a2 * sv; a3 = a3 * sv
+            }
+            out[c0] = a0; out[c0 + 1] = a1; out[c0 + 2] = a2; out[c0 + 3] = a3
+            c0 += 4
+        }
+    }
+
+    /// dst row l = src row l (its first `count` ≤ 16 floats) for l < rows, rows `lds` and `ldd`
+    /// apart: one side a 16-float tile, the other packed `count` apart (one contiguous run). A row
+    /// moves as one vector while its 16 floats stay inside both runs (extra lanes read and unused,
+    /// or overwritten by the next rows), otherwise one float at a time.
+    @inline(__always)
+    static func copyRows(from src: UnsafePointer<Float>, _ lds: Int, to dst: UnsafeMutablePointer<Float>, _ ldd: Int,
+                         rows: Int, count: Int) {
+        for l in 0..<rows {
+            if (rows - l) * Swift.min(lds, ldd) >= 16 {
+                UnsafeMutableRawPointer(dst + l * ldd).storeBytes(
+                    of: UnsafeRawPointer(src + l * lds).loadUnaligned(as: SIMD16<Float>.self), as: SIMD16<Float>.self)
+            } else {
+                for j in 0..<count { dst[l * ldd + j] = src[l * lds + j] }
+            }
         }
     }
 
