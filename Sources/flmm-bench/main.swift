@@ -56,7 +56,7 @@ while let a = args.popFirst() {
         extraShapes.append((parts[0], parts[1], parts[2], trans.first == "t", trans.last == "t"))
     case "-h", "--help":
         print("""
-        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet|sam] [--shape MxNxK[:TN]]
+        usage: flmm-bench [--out FILE.nc] [--quick] [--backend own|openblas] [--only gemm|conv|shapes|unet|sam] [--shape MxNxK[:TN|NT|TT]]
           --quick    small sizes (a smoke run)
           --backend  measure one backend only
           --only     gemm | conv | shapes | unet | sam: the square GEMMs, the convolutions, only --shape

@@ -259,7 +259,7 @@ extension Kernels {
     }
 
     /// Per-channel sums of g [N, O, S] over images and positions, in Double, in that order.
-    static func channelSums<T: BinaryFloatingPoint>(_ g: [T], n: Int, o: Int, s: Int) -> [T] {
+    static func channelSums<T: BinaryFloatingPoint & SendableMetatype>(_ g: [T], n: Int, o: Int, s: Int) -> [T] {
         // Channels are independent sums: split over the threads, and four channels advance
         // together (one lane each); each is still added in (image, position) order.
         var acc = [Double](repeating: 0, count: o)
@@ -310,7 +310,7 @@ extension Kernels {
     /// Gradients of `conv2d` given dy [N, O, Ho, Wo]: (dx, dW, dbias), each nil when not asked for.
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
-    public static func conv2dBackward<T: BinaryFloatingPoint>(
+    public static func conv2dBackward<T: BinaryFloatingPoint & SendableMetatype>(
         _ gy: [T], x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int], _ g: Conv2dGeometry,
         needX: Bool, needWeight: Bool, needBias: Bool
     ) -> (x: [T]?, weight: [T]?, bias: [T]?) {
@@ -407,7 +407,7 @@ extension Kernels {
     /// dW = the weight gradient of that convolution with dy as input and x as output gradient.
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
-    public static func convTranspose2dBackward<T: BinaryFloatingPoint>(
+    public static func convTranspose2dBackward<T: BinaryFloatingPoint & SendableMetatype>(
         _ gy: [T], x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int], _ g: Conv2dGeometry,
         outputPadding: (Int, Int) = (0, 0), needX: Bool, needWeight: Bool, needBias: Bool
     ) -> (x: [T]?, weight: [T]?, bias: [T]?) {

@@ -91,8 +91,9 @@ extension Kernels {
     /// Fast paths of `permute` (same result, element for element): after merging output dims
     /// that stay adjacent in the input, either the innermost run is contiguous in both (copied
     /// run by run) or the last two output dims are a transpose of a contiguous input dim (copied
-    /// in 32×32 tiles, Float ones by 16 × 16 register transposes), split over the threads by output rows or 32-row bands (pure copies:
-    /// the same result on any thread count). Nil when neither applies.
+    /// in 32×32 tiles, whole Float ones by 16 × 16 register transposes), split over the threads
+    /// by output rows or 32-row bands (pure copies: the same result on any thread count). Nil
+    /// when neither applies.
     static func permuteBlocked<T>(_ x: [T], _ outShape: [Int], _ srcStrides: [Int]) -> [T]? {
         // Drop size-1 dims, then merge dim d into d+1 when srcStride[d] == size[d+1]·srcStride[d+1].
         var shape: [Int] = [], st: [Int] = []
