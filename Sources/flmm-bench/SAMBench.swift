@@ -25,26 +25,25 @@ enum SAMBench {
         return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
     }
 
-    /// Runs `body` `warmup + samples` times per thread count; prints the bench lines.
+    /// Runs `step` `warmup + samples` times per thread count (only `step` is timed, as in the
+    /// PyTorch rows); prints the bench lines, then compares `digest()` of the last step across
+    /// thread counts.
     static func measure(_ name: String, flops: Double, threads: [Int], warmup: Int, samples: Int,
-                        _ body: () -> [Float]) {
+                        step: () -> Void, digest: () -> [UInt8]) {
         var digests: [[UInt8]] = []
         for t in threads {
             let saved = Parallel.threads
             Parallel.threads = t
             defer { Parallel.threads = saved }
-            var out: [Float] = []
-            for _ in 0..<warmup { out = body() }
+            for _ in 0..<warmup { step() }
             var times: [Double] = [], cpu: [Double] = []
             for _ in 0..<samples {
                 let t0 = DispatchTime.now().uptimeNanoseconds, c0 = cpuSeconds()
-                out = body()
+                step()
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
                 cpu.append((cpuSeconds() - c0) * 1e3)
             }
-            var hash = SHA256()
-            out.withUnsafeBytes { hash.update(bufferPointer: $0) }
-            digests.append(Array(hash.finalize()))
+            digests.append(digest())
             let ms = times.sorted()[times.count / 2]
             print(String(format: "bench %@ backend=own threads=%d ms=%.1f gflops=%.1f", name, t, ms, flops / ms / 1e6))
             print(String(format: "# %@ threads=%d: min %.1f ms, process CPU time %.1f ms (median)", name, t,
@@ -76,18 +75,18 @@ enum SAMBench {
         if only == nil || only == "decoder" {
             let step = SAMDecoderStep()
             measure("sam_decoder_step", flops: 3 * step.forwardFlops, threads: threads, warmup: 1,
-                    samples: decoderSamples) { step.run() }
+                    samples: decoderSamples, step: step.run, digest: step.digest)
         }
         if only == nil || only == "vit" {
             let vit = SAMViTBForward()
             measure("sam_vit_b_forward", flops: vit.forwardFlops, threads: threads, warmup: 0,
-                    samples: vitSamples) { vit.run() }
+                    samples: vitSamples, step: vit.run, digest: vit.digest)
         }
     }
 }
 
-/// The decoder step: builds its inputs once, `run()` does one forward + backward and returns
-/// the loss and every gradient (flattened) for the determinism check.
+/// The decoder step: builds its inputs once, `run()` does one forward + backward, `digest()`
+/// hashes the loss and every gradient for the determinism check (outside the timed region).
 final class SAMDecoderStep {
     let sam: Sam
     let imageEmbedding: Tensor
@@ -135,7 +134,11 @@ final class SAMDecoderStep {
         return Double(boxes.count) * (2 * layer + final + upscale + downscale)
     }
 
-    func run() -> [Float] {
+    /// The loss of the last `run()` (its value only: the graph is not kept alive).
+    private var lossValue: Float = .nan
+
+    /// One forward + backward (gradients land in the parameters, mask prompts and texts).
+    func run() {
         for (_, p) in sam.namedParameters() { p.zeroGrad() }
         for t in maskPrompts + texts { t.zeroGrad() }
         let densePE = sam.promptEncoder.getDensePE()
@@ -150,10 +153,16 @@ final class SAMDecoderStep {
             loss = loss.map { $0 + term } ?? term
         }
         loss!.backward()
-        var out = [loss!.item]
-        for (_, p) in sam.namedParameters() { out += p.grad?.data ?? [] }
-        for t in maskPrompts + texts { out += t.grad?.data ?? [] }
-        return out
+        lossValue = loss!.item
+    }
+
+    /// SHA-256 of the last step's loss and every gradient (parameters, mask prompts, texts).
+    func digest() -> [UInt8] {
+        var hash = SHA256()
+        withUnsafeBytes(of: lossValue) { hash.update(bufferPointer: $0) }
+        for (_, p) in sam.namedParameters() { p.grad?.data.withUnsafeBytes { hash.update(bufferPointer: $0) } }
+        for t in maskPrompts + texts { t.grad?.data.withUnsafeBytes { hash.update(bufferPointer: $0) } }
+        return Array(hash.finalize())
     }
 }
 
@@ -184,7 +193,11 @@ final class SAMViTBForward {
         image = Tensor(shape: [1, 3, 1024, 1024], data: (0..<(3 << 20)).map { _ in rng.nextNormal() })
     }
 
-    func run() -> [Float] {
-        Autograd.noGrad { encoder(image).data }
-    }
+    /// The output of the last `run()`.
+    private var output: [Float] = []
+
+    func run() { output = Autograd.noGrad { encoder(image).data } }
+
+    /// SHA-256 of the last output.
+    func digest() -> [UInt8] { Array(SHA256.hash(data: output.withUnsafeBytes { Data($0) })) }
 }
