@@ -118,6 +118,51 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// At most 16 rows of C (the few-rows path with 16-lane vectors: rows in accumulators, B
+    /// read in place or transposed 16 columns at a time): the reference bits for every row
+    /// count class (1–4, 5–8, 9–12, 13–16), partial and whole 16-column blocks, k below, at and
+    /// past a 16-step transpose and past one 512 block, both transposes, accumulation, padded
+    /// leading dimensions, a bias start, and columns split over 2 threads; ±inf and NaN in A.
+    func testFewRowsBitwiseEqualToReference() {
+        var cases = 0
+        for m in [1, 4, 5, 9, 12, 13, 16] {
+            for (n, k) in [(1, 1), (15, 17), (16, 16), (40, 33), (33, 600)] {
+                for transA in [false, true] {
+                    for transB in [false, true] {
+                        let accumulate = (m + n + k) % 2 == 0
+                        let (ours, ref) = Self.run(m: m, n: n, k: k, transA: transA, transB: transB,
+                                                   accumulate: accumulate, padA: 1, padB: 2, padC: 3,
+                                                   seed: UInt64(97 * m + n + k))
+                        XCTAssertEqual(Self.bits(ours), Self.bits(ref),
+                                       "m \(m) n \(n) k \(k) transA \(transA) transB \(transB) acc \(accumulate)")
+                        cases += 1
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(cases, 7 * 5 * 4)
+        // Columns split over 2 threads (16.8 MFLOP): the 1-thread bits and the reference's.
+        let (one, ref) = Self.run(m: 16, n: 4096, k: 128, transA: false, transB: true, accumulate: false, threads: 1)
+        let (two, _) = Self.run(m: 16, n: 4096, k: 128, transA: false, transB: true, accumulate: false, threads: 2,
+                                reference: false)
+        XCTAssertEqual(Self.bits(one), Self.bits(ref))
+        XCTAssertEqual(Self.bits(two), Self.bits(ref))
+        // A bias start (a linear layer on 12 tokens), and non-finite values in A.
+        let (m, n, k) = (12, 50, 70)
+        var a = Self.randn(m * k, seed: 41)
+        a[3] = .infinity; a[k + 5] = -.infinity; a[2 * k + 7] = .nan
+        let w = Self.randn(n * k, seed: 42), bias = Self.randn(n, seed: 43)
+        var ref2 = [Float](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { ref2[i * n + j] = bias[j] } }
+        ref2.withUnsafeMutableBufferPointer { c in
+            Kernels.gemmReference(transA: false, transB: true, m: m, n: n, k: k, a: a, lda: k, b: w, ldb: k,
+                                  c: c.baseAddress!, ldc: n, accumulate: true)
+        }
+        let ours = Kernels.linear(a, rows: m, weight: w, bias: bias, inFeatures: k, outFeatures: n)
+        XCTAssertEqual(Self.bits(ours), Self.bits(ref2))
+        XCTAssertTrue(ours[0].isInfinite && ours[n].isInfinite && ours[2 * n].isNaN && ours[3 * n].isFinite)
+    }
+
     /// A too large to pack whole (m·k > 4M floats on one thread): A packed per (KC, MC) block.
     func testBlockwisePackedA() {
         let (ours, ref) = Self.run(m: 2100, n: 7, k: 2001, transA: false, transB: true, accumulate: true,

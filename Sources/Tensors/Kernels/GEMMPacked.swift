@@ -14,6 +14,7 @@
 //         for jr in NC by NR:          B micro-panel stays in L1
 //           for ir in MC by MR:        micro-kernel: 12 vector accumulators, FMA per k
 //
+// C with at most 16 rows (a dozen tokens) skips this blocking: Kernels/GEMMFewRows.swift.
 // Packing scratch comes from a pool (no page faults per call); the next C tile is prefetched
 // while the current one computes. A convolution's B panel whose 2W columns are one contiguous
 // run of the input in every row is not packed: the micro-kernel reads it where it is. With
@@ -60,14 +61,20 @@ enum GEMMPacked {
 
     // MARK: entry points (dispatch on the build's SIMD width)
 
-    /// `aInPlace` forces A to be read in place (true) or packed (false); nil chooses by
-    /// `readsAInPlace`. The bits are the same either way. `bias` [n] (only without
+    /// At most 16 rows of C take the few-rows path (Kernels/GEMMFewRows.swift) unless `aInPlace`
+    /// asks for the general driver's A mode: true reads A in place, false packs it; nil chooses
+    /// by `readsAInPlace`. The bits are the same either way. `bias` [n] (only without
     /// `accumulate`): every row of C starts from it instead of 0 (a linear layer's bias, the
     /// same bits as filling C with it and accumulating, without that pass over C).
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
                      width: Int = simdFloats, aInPlace: Bool? = nil, bias: UnsafePointer<Float>? = nil) {
+        if aInPlace == nil && usesFewRows(m: m, n: n, k: k, transB: transB, width: width) {
+            fewRows(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                    c: c, ldc: ldc, accumulate: accumulate, threads: threads, bias: bias)
+            return
+        }
         let src = StridedB(b: b, ldb: ldb, trans: transB)
         switch width {
         case 16: driver(SIMD16<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
