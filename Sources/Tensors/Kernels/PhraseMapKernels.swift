@@ -144,7 +144,7 @@ extension Kernels {
         precondition(a.count == layers * heads * rows * cols,
                      "phraseMapsBackward: \(a.count) elements for attention [\(layers), \(heads), \(rows), \(cols)]")
         let cells = shape[2] * shape[3]
-        let lh = layers * heads, nMaps = plan.maps.count
+        let lh = layers * heads
         var da = [T](repeating: 0, count: a.count)
         if da.isEmpty || g.isEmpty { return da }
         a.withUnsafeBufferPointer { ab in
