@@ -12,8 +12,8 @@
 // B(p, j0 ..< j0+16) is read in place when B is row-major (one vector per row p); a transposed
 // B (a linear layer's weight) is first turned, 16 columns at a time, into a [k, 16] scratch
 // with 16 × 16 register transposes. A(r, p) is broadcast from Aᵀ, copied once into a [k, 16]
-// scratch (zeros past m). The accumulator count is a type
-// parameter (4, 8, 12 or 16 rows), so unused rows cost nothing.
+// scratch (zeros past m). The accumulator count is a type parameter (4, 8, 12 or 16 rows),
+// so unused rows cost nothing.
 //
 // Determinism: each C element is the FMA chain over p = 0, 1, …, k−1 from the same start as
 // the general micro-kernel's (fma(A(r, p), B(p, j), acc)), so the bits are those of
@@ -69,7 +69,7 @@ extension GEMMPacked {
         chunks(blocks, grain: grain, threads: threads) { range in
             // B's block as [k, 16] (a transposed or a partial block), and one 16 × 16 tile.
             let bBlock = (transB || n % 16 != 0) ? scratch(16 * k) : nil
-            // Rows past m of the tile start (and stay) finite: no stale bits in the extra lanes.
+            // The tile starts at zero, so rows past m never compute on uninitialised memory.
             let tile = scratch(256)
             tile.initialize(repeating: 0, count: 256)
             defer {
