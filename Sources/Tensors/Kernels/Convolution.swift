@@ -153,7 +153,7 @@ extension Kernels {
     }
 
     /// dx [N, C, H, W] from dy [N, O, Ho, Wo] (the adjoint of `convForward` in x).
-    static func convInputGrad<T: BinaryFloatingPoint>(_ gy: [T], weight: [T], n: Int, c: Int, h: Int, w: Int,
+    static func convInputGrad<T: BinaryFloatingPoint & SendableMetatype>(_ gy: [T], weight: [T], n: Int, c: Int, h: Int, w: Int,
                                                       o: Int, kh: Int, kw: Int, _ g: Conv2dGeometry) -> [T] {
         let (oh, ow) = g.outputSize(h: h, w: w, kh: kh, kw: kw)
         let qh = g.dilationH * (kh - 1) - g.padH, qw = g.dilationW * (kw - 1) - g.padW
@@ -166,17 +166,25 @@ extension Kernels {
 
     /// Stride 1: dx_n = W̃ · im2col'(dy_n padded by (qh, qw)), a dilated correlation with the
     /// flipped, transposed kernel. Output size: Ho + 2qh − dH(kH−1) = H.
-    static func convInputGradStride1<T: BinaryFloatingPoint>(
+    static func convInputGradStride1<T: BinaryFloatingPoint & SendableMetatype>(
         _ gy: [T], weight: [T], n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int,
         oh: Int, ow: Int, qh: Int, qw: Int, _ g: Conv2dGeometry
     ) -> [T] {
-        let k2 = o * kh * kw
-        var wt = [T](repeating: 0, count: c * k2)   // W̃ [C, O·kH·kW]
-        for oc in 0..<o {
-            for ch in 0..<c {
-                for i in 0..<kh {
-                    for j in 0..<kw {
-                        wt[ch * k2 + (oc * kh + i) * kw + j] = weight[((oc * c + ch) * kh + (kh - 1 - i)) * kw + (kw - 1 - j)]
+        let k2 = o * kh * kw, taps = kh * kw
+        if k2 == 0 || c == 0 { return [T](repeating: 0, count: n * c * h * w) }
+        // W̃ [C, O·kH·kW]: W̃[ch, (oc, t)] = W[oc, ch, taps − 1 − t] (the kernel flipped in
+        // both axes), a row of W̃ per thread chunk.
+        let wt: [T] = weight.withUnsafeBufferPointer { pw in
+            let src = SendableConstPointer(pw.baseAddress!)
+            return uninitializedArray(c * k2) { pd in
+                let dst = SendablePointer(pd)
+                Parallel.forEachChunk(c, grain: max(1, (1 << 16) / max(k2, 1))) { chs in
+                    for ch in chs {
+                        let row = dst.base + ch * k2
+                        for oc in 0..<o {
+                            let from = src.base + (oc * c + ch) * taps, to = row + oc * taps
+                            for t in 0..<taps { to[t] = from[taps - 1 - t] }
+                        }
                     }
                 }
             }
@@ -184,7 +192,6 @@ extension Kernels {
         let hq = oh + 2 * qh, wq = ow + 2 * qw
         let unit = Conv2dGeometry(stride: (1, 1), padding: (0, 0), dilation: (g.dilationH, g.dilationW))
         let (rowOff, colOff) = im2colOffsets(channels: o, kh: kh, kw: kw, oh: h, ow: w, hp: hq, wp: wq, unit)
-        if k2 == 0 || c == 0 { return [T](repeating: 0, count: n * c * h * w) }
         // Each image's GEMM writes its whole gradient plane set: no zero fill.
         return uninitializedArray(n * c * h * w) { px in
             gy.withUnsafeBufferPointer { pg in
@@ -379,7 +386,7 @@ extension Kernels {
     /// bias [O]? → [N, O, Ho, Wo]: the input gradient of conv2d(·, weight) with dy = x, plus bias.
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
-    public static func convTranspose2d<T: BinaryFloatingPoint>(_ x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int],
+    public static func convTranspose2d<T: BinaryFloatingPoint & SendableMetatype>(_ x: [T], _ xShape: [Int], weight: [T], _ wShape: [Int],
                                                                bias: [T]?, _ g: Conv2dGeometry,
                                                                outputPadding: (Int, Int) = (0, 0)) -> [T] {
         let yShape = convTranspose2dShape(xShape, wShape, g, outputPadding: outputPadding)
