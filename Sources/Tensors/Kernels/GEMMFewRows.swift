@@ -62,7 +62,7 @@ extension GEMMPacked {
         let packedA = scratch(16 * k)
         defer { release(packedA) }
         packTransposedA(a, lda: lda, transA: transA, m: m, k: k, into: packedA)
-        let at = SendableConstPointer(UnsafePointer(packedA)), lat = 16
+        let at = SendableConstPointer(UnsafePointer(packedA))
         let bp = SendableConstPointer(b), cp = SendablePointer(c), biasP = bias.map { SendableConstPointer($0) }
         let blocks = (n + 15) / 16
         let grain = max(1, minFlopsPerThread / max(1, 2 * m * 16 * k))
@@ -92,10 +92,10 @@ extension GEMMPacked {
                     start = nil
                 }
                 switch m {
-                case ...4: fewRowsKernel(FewRows4.self, k, at.base, lat, rowB, ldRowB, start, tile)
-                case ...8: fewRowsKernel(FewRows8.self, k, at.base, lat, rowB, ldRowB, start, tile)
-                case ...12: fewRowsKernel(FewRows12.self, k, at.base, lat, rowB, ldRowB, start, tile)
-                default: fewRowsKernel(FewRows16.self, k, at.base, lat, rowB, ldRowB, start, tile)
+                case ...4: fewRowsKernel(FewRows4.self, k, at.base, rowB, ldRowB, start, tile)
+                case ...8: fewRowsKernel(FewRows8.self, k, at.base, rowB, ldRowB, start, tile)
+                case ...12: fewRowsKernel(FewRows12.self, k, at.base, rowB, ldRowB, start, tile)
+                default: fewRowsKernel(FewRows16.self, k, at.base, rowB, ldRowB, start, tile)
                 }
                 for r in 0..<m { (cp.base + r * ldc + j0).update(from: tile + r * 16, count: w) }
             }
@@ -161,10 +161,10 @@ extension GEMMPacked {
     }
 
     /// `R.rows` rows × 16 columns: out[r, 0 ..< 16] = start[r] (or 0) + Σ_p A(r, p) · B(p, ·),
-    /// p in order, with A(r, p) = at[p·lat + r] and B(p, ·) the 16 floats at rowB + p·ldRowB.
-    /// `out` (and `start`) are [16, 16] tiles.
+    /// p in order, with A(r, p) = at[p·16 + r] (Aᵀ packed as [k, 16]) and B(p, ·) the 16
+    /// floats at rowB + p·ldRowB. `out` (and `start`) are [16, 16] tiles.
     @inline(never)
-    static func fewRowsKernel<R: FewRowsCount>(_ rows: R.Type, _ k: Int, _ at: UnsafePointer<Float>, _ lat: Int,
+    static func fewRowsKernel<R: FewRowsCount>(_ rows: R.Type, _ k: Int, _ at: UnsafePointer<Float>,
                                                _ rowB: UnsafePointer<Float>, _ ldRowB: Int,
                                                _ start: UnsafePointer<Float>?, _ out: UnsafeMutablePointer<Float>) {
         typealias V = SIMD16<Float>
@@ -205,7 +205,7 @@ extension GEMMPacked {
                 c12 = c12.addingProduct(V(repeating: ap[12]), bv); c13 = c13.addingProduct(V(repeating: ap[13]), bv)
                 c14 = c14.addingProduct(V(repeating: ap[14]), bv); c15 = c15.addingProduct(V(repeating: ap[15]), bv)
             }
-            ap += lat
+            ap += 16
             bp += ldRowB
         }
         let o = UnsafeMutableRawPointer(out)
