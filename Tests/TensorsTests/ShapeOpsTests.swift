@@ -20,6 +20,36 @@ final class ShapeOpsTests: XCTestCase {
         OpsGradCheck.check("cat part 2", x2, upstream: u, analytic: g2) { Kernels.cat([x1, $0], [[2, 3, 4], [2, 2, 4]], dim: 1) }
     }
 
+    /// `Kernels.sum` over every subset of dims of two rank-4 shapes (adjacent blocks take a fast
+    /// path): bit for bit a naive reference that visits the elements in row-major order and adds
+    /// each into its output's Double accumulator. Double values spread over 2^0 … 2^40, so that
+    /// any other summation order changes the result's bits.
+    func testSumOverEveryDimSubsetMatchesRowMajorReference() {
+        for shape in [[3, 5, 7, 6], [2, 1, 9, 5]] {
+            var rng = PhiloxRNG(seed: 11)
+            let x = (0..<shape.product).map { i in Double(rng.nextNormal()) * Double(1 << (5 * (i % 9))) }
+            for mask in 0..<16 {
+                let dims = (0..<4).filter { mask & (1 << $0) != 0 }
+                let kept = (0..<4).map { dims.contains($0) ? 1 : shape[$0] }
+                var expected = [Double](repeating: 0, count: kept.product)
+                for i in 0..<x.count {
+                    var rest = i, o = 0, scale = 1
+                    for d in (0..<4).reversed() {
+                        let c = rest % shape[d]
+                        rest /= shape[d]
+                        if !dims.contains(d) { o += c * scale; scale *= shape[d] }
+                    }
+                    expected[o] += x[i]
+                }
+                for keepDim in [false, true] {
+                    let (y, yShape) = Kernels.sum(x, shape, dims: dims, keepDim: keepDim)
+                    XCTAssertEqual(yShape, keepDim ? kept : (0..<4).filter { !dims.contains($0) }.map { shape[$0] })
+                    XCTAssertEqual(y.map(\.bitPattern), expected.map(\.bitPattern), "shape \(shape) dims \(dims)")
+                }
+            }
+        }
+    }
+
     func testNarrowCropAndPad() {
         let x = Tensor(shape: [1, 2, 3, 4], data: (0..<24).map { Float($0) }, requiresGrad: true)
         let c = x.crop(top: 1, left: 1, height: 2, width: 2)

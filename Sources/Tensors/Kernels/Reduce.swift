@@ -11,6 +11,40 @@ extension Kernels {
         let outShape = keepDim ? keptShape : shape.enumerated().filter { !dims.contains($0.offset) }.map(\.element)
         let n = keptShape.product
         var acc = [Double](repeating: 0, count: n)
+        if let first = dims.first, dims == Array(first ..< first + dims.count), !x.isEmpty {
+            // One block of adjacent dims: x as [A, R, B], out[a, b] = Σ_r x[a, r, b] in r order,
+            // the order of the general loop below, without its per-element index arithmetic.
+            let end = first + dims.count
+            let outer = Array(shape[..<first]).product, r = Array(shape[first ..< end]).product
+            let inner = Array(shape[end...]).product
+            x.withUnsafeBufferPointer { px in
+                acc.withUnsafeMutableBufferPointer { pa in
+                    let xs = px.baseAddress!, sums = pa.baseAddress!
+                    if inner == 1 {
+                        // Four outputs advance together (one lane each).
+                        var o0 = 0
+                        while o0 < outer {
+                            let cn = Swift.min(4, outer - o0)
+                            let r0 = xs + o0 * r
+                            let r1 = cn > 1 ? r0 + r : r0, r2 = cn > 2 ? r0 + 2 * r : r0, r3 = cn > 3 ? r0 + 3 * r : r0
+                            var s = SIMD4<Double>()
+                            for q in 0..<r { s += SIMD4(Double(r0[q]), Double(r1[q]), Double(r2[q]), Double(r3[q])) }
+                            for i in 0..<cn { sums[o0 + i] = s[i] }
+                            o0 += 4
+                        }
+                    } else {
+                        for a in 0..<outer {
+                            let dst = sums + a * inner
+                            for q in 0..<r {
+                                let src = xs + (a * r + q) * inner
+                                for j in 0..<inner { dst[j] += Double(src[j]) }
+                            }
+                        }
+                    }
+                }
+            }
+            return (acc.map { T($0) }, outShape)
+        }
         let st = broadcastStrides(keptShape, to: shape)
         let r = shape.count
         var idx = [Int](repeating: 0, count: r)
