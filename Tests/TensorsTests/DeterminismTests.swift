@@ -6,6 +6,7 @@
 import Crypto
 import XCTest
 import Tensors
+import FLMM
 
 final class DeterminismTests: XCTestCase {
     /// SHA-256 over the little-endian Float32 bytes of each tensor, in order.
@@ -55,6 +56,32 @@ final class DeterminismTests: XCTestCase {
             let x = Tensor.normal([6, 37, 101], std: 4, rng: &rng)
             return [x.softmax(dim: -1), x.softmax(dim: 1)]
         }
+    }
+
+    /// A U-Net head training step on its channel-major path (Winograd 3×3 convolutions, fused
+    /// GroupNorm + ReLU, upsample-then-convolve): the output and every parameter's gradient.
+    func testUNetHeadStepDigest() throws {
+        var rng = PhiloxRNG(seed: 15)
+        var cfg = UNetHeadConfig(inChannels: 12)
+        cfg.baseChannels = 16
+        cfg.upsampleInput = 32
+        let head = UNetHead(cfg, rng: &rng)
+        XCTAssertTrue(head.usesFusedPath)
+        let x = Tensor.uniform([2, 12, 12, 12], rng: &rng)
+        let up = Tensor.normal([2, 1, 32, 32], rng: &rng)
+        var failure: Error?
+        assertDeterministic("2c237a0aa49e1e9d93287a9e80a46fcdd5bafd692772c7aa67a145df3726897d") {
+            for (_, p) in head.namedParameters() { p.zeroGrad() }
+            do {
+                let y = try head(x)
+                (y * up).sum().backward()
+                return [y] + head.namedParameters().map { $0.1.grad! }
+            } catch {
+                failure = error
+                return []
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// A backward pass through conv → GroupNorm → ReLU → bilinear ×2 → max-pool → linear.
