@@ -350,9 +350,34 @@ extension Kernels {
 
     /// Wt[(o·k² + t), c] = weight[o, c, t]: the kernel as one row per (output channel, tap).
     static func tapMajor<T>(_ weight: [T], o: Int, c: Int, taps: Int) -> [T] {
-        var wt = weight
-        for oc in 0..<o { for t in 0..<taps { for ch in 0..<c { wt[(oc * taps + t) * c + ch] = weight[(oc * c + ch) * taps + t] } } }
-        return wt
+        if weight.isEmpty { return weight }
+        return weight.withUnsafeBufferPointer { wb in
+            uninitializedArray(weight.count) { (dst: UnsafeMutablePointer<T>) in
+                let src = wb.baseAddress!
+                for oc in 0..<o {
+                    for ch in 0..<c {
+                        let from = src + (oc * c + ch) * taps, to = dst + oc * taps * c + ch
+                        for t in 0..<taps { to[t * c] = from[t] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The inverse of `tapMajor`: [(O, taps), C] → [O, C, taps].
+    static func channelMajor<T>(_ wt: [T], o: Int, c: Int, taps: Int) -> [T] {
+        if wt.isEmpty { return wt }
+        return wt.withUnsafeBufferPointer { wb in
+            uninitializedArray(wt.count) { (dst: UnsafeMutablePointer<T>) in
+                let src = wb.baseAddress!
+                for oc in 0..<o {
+                    for ch in 0..<c {
+                        let from = src + oc * taps * c + ch, to = dst + (oc * c + ch) * taps
+                        for t in 0..<taps { to[t] = from[t * c] }
+                    }
+                }
+            }
+        }
     }
 
     /// y [O, N, frameH, frameW] = conv_k(pad(up(x))) for x [C, N, h, w] (see the file header).
@@ -364,9 +389,11 @@ extension Kernels {
         precondition(x.count == c * n * h * w && weight.count == o * c * taps,
                      "upsampledConvCNHW: x \(x.count) for [\(c), \(n), \(h), \(w)], weight \(weight.count) for [\(o), \(c), \(k), \(k)]")
         let lowP = n * h * w
-        var proj = [T](repeating: 0, count: o * taps * lowP)   // P [(o, t), N, h, w]
+        // P [(o, t), N, h, w], written whole by the GEMM when c ≥ 1.
+        let projWritten = c > 0 && lowP > 0 && o > 0
+        var proj = projWritten ? unfilledArray(T.self, o * taps * lowP) : [T](repeating: 0, count: o * taps * lowP)
         let wt = tapMajor(weight, o: o, c: c, taps: taps)
-        if c > 0 && lowP > 0 && o > 0 {
+        if projWritten {
             wt.withUnsafeBufferPointer { wb in
                 x.withUnsafeBufferPointer { xb in
                     proj.withUnsafeMutableBufferPointer { pb in
@@ -383,10 +410,12 @@ extension Kernels {
                 let pp = SendableConstPointer(pb.baseAddress!), yp = SendablePointer(yb)
                 Parallel.forEach(o * n) { job in
                     let oc = job / n, img = job % n
-                    var acc = [Double](repeating: 0, count: fh * fw)
-                    var r = [Double](repeating: 0, count: h * fw)
+                    let acc = UnsafeMutablePointer<Double>.allocate(capacity: fh * fw)
+                    let r = UnsafeMutablePointer<Double>.allocate(capacity: h * fw)
+                    defer { acc.deallocate(); r.deallocate() }
+                    acc.initialize(repeating: 0, count: fh * fw)
                     for i in 0..<k {
-                        for e in r.indices { r[e] = 0 }
+                        r.initialize(repeating: 0, count: h * fw)
                         // R_i[row, X] = Σ_j up_w(P_ij[row])[X + j − pad]
                         for j in 0..<k {
                             let src = pp.base + ((oc * taps + i * k + j) * n + img) * h * w
@@ -422,8 +451,9 @@ extension Kernels {
         let (h, w) = (plan.up.h.inSize, plan.up.w.inSize), k = plan.kernelSize, taps = k * k
         let (fh, fw) = (plan.frameH, plan.frameW), lowP = n * h * w
         let uh = plan.up.h, uw = plan.up.w, pad = (k - 1) / 2, hs = uh.outSize, ws = uw.outSize
-        // G [(o, t), N, h, w]: the gradient of the low-resolution projections P.
-        var gproj = [T](repeating: 0, count: o * taps * lowP)
+        // G [(o, t), N, h, w]: the gradient of the low-resolution projections P (every element
+        // written below).
+        var gproj = unfilledArray(T.self, o * taps * lowP)
         if !gproj.isEmpty {
             gy.withUnsafeBufferPointer { gb in
                 gproj.withUnsafeMutableBufferPointer { pb in
@@ -431,11 +461,12 @@ extension Kernels {
                     Parallel.forEach(o * n) { job in
                         let oc = job / n, img = job % n
                         let g = gp.base + job * fh * fw
-                        var t = [Double](repeating: 0, count: h * fw)
-                        var acc = [Double](repeating: 0, count: h * w)
+                        let t = UnsafeMutablePointer<Double>.allocate(capacity: h * fw)
+                        let acc = UnsafeMutablePointer<Double>.allocate(capacity: h * w)
+                        defer { t.deallocate(); acc.deallocate() }
                         for i in 0..<k {
                             // T_i = up_hᵀ(shift_iᵀ(g)) : [h, frameW]
-                            for e in t.indices { t[e] = 0 }
+                            t.initialize(repeating: 0, count: h * fw)
                             for Y in 0..<fh {
                                 let ys = Y + i - pad
                                 guard ys >= 0 && ys < hs else { continue }
@@ -448,7 +479,7 @@ extension Kernels {
                             }
                             // G_ij = up_wᵀ(shift_jᵀ(T_i)) : [h, w]
                             for j in 0..<k {
-                                for e in acc.indices { acc[e] = 0 }
+                                acc.initialize(repeating: 0, count: h * w)
                                 for X in 0..<fw {
                                     let xs = X + j - pad
                                     guard xs >= 0 && xs < ws else { continue }
@@ -470,8 +501,10 @@ extension Kernels {
         let wt = tapMajor(weight, o: o, c: c, taps: taps)
         var dweight: [T]? = nil
         if needWeight {
-            var dwt = [T](repeating: 0, count: o * taps * c)   // [(o, t), C]
-            if lowP > 0 && c > 0 && o > 0 {
+            // [(o, t), C], written whole by the GEMM when lowP ≥ 1.
+            let written = lowP > 0 && c > 0 && o > 0
+            var dwt = written ? unfilledArray(T.self, o * taps * c) : [T](repeating: 0, count: o * taps * c)
+            if written {
                 gproj.withUnsafeBufferPointer { gb in
                     x.withUnsafeBufferPointer { xb in
                         dwt.withUnsafeMutableBufferPointer { db in
@@ -481,14 +514,14 @@ extension Kernels {
                     }
                 }
             }
-            var dw = dwt
-            for oc in 0..<o { for t in 0..<taps { for ch in 0..<c { dw[(oc * c + ch) * taps + t] = dwt[(oc * taps + t) * c + ch] } } }
-            dweight = dw
+            dweight = channelMajor(dwt, o: o, c: c, taps: taps)
         }
         var dx: [T]? = nil
         if needX {
-            var gx = [T](repeating: 0, count: c * lowP)
-            if lowP > 0 && c > 0 && o > 0 {
+            // Written whole by the GEMM when o·taps ≥ 1.
+            let written = lowP > 0 && c > 0 && o > 0 && taps > 0
+            var gx = written ? unfilledArray(T.self, c * lowP) : [T](repeating: 0, count: c * lowP)
+            if written {
                 wt.withUnsafeBufferPointer { wb in
                     gproj.withUnsafeBufferPointer { gb in
                         gx.withUnsafeMutableBufferPointer { xb in
