@@ -350,34 +350,12 @@ extension Kernels {
 
     /// Wt[(o·k² + t), c] = weight[o, c, t]: the kernel as one row per (output channel, tap).
     static func tapMajor<T>(_ weight: [T], o: Int, c: Int, taps: Int) -> [T] {
-        if weight.isEmpty { return weight }
-        return weight.withUnsafeBufferPointer { wb in
-            uninitializedArray(weight.count) { (dst: UnsafeMutablePointer<T>) in
-                let src = wb.baseAddress!
-                for oc in 0..<o {
-                    for ch in 0..<c {
-                        let from = src + (oc * c + ch) * taps, to = dst + oc * taps * c + ch
-                        for t in 0..<taps { to[t * c] = from[t] }
-                    }
-                }
-            }
-        }
+        permute(weight, [o, c, taps], [0, 2, 1])
     }
 
     /// The inverse of `tapMajor`: [(O, taps), C] → [O, C, taps].
     static func channelMajor<T>(_ wt: [T], o: Int, c: Int, taps: Int) -> [T] {
-        if wt.isEmpty { return wt }
-        return wt.withUnsafeBufferPointer { wb in
-            uninitializedArray(wt.count) { (dst: UnsafeMutablePointer<T>) in
-                let src = wb.baseAddress!
-                for oc in 0..<o {
-                    for ch in 0..<c {
-                        let from = src + oc * taps * c + ch, to = dst + (oc * c + ch) * taps
-                        for t in 0..<taps { to[t] = from[t * c] }
-                    }
-                }
-            }
-        }
+        permute(wt, [o, taps, c], [0, 2, 1])
     }
 
     /// y [O, N, frameH, frameW] = conv_k(pad(up(x))) for x [C, N, h, w] (see the file header).
