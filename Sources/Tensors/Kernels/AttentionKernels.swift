@@ -337,9 +337,9 @@ extension Kernels {
         // With queries and keys, every element of dQ, dK and dV is written below (the first row
         // block of a unit does not accumulate): no zero fill.
         let written = g.nq > 0 && g.nk > 0
-        var dq = written ? unfilledArray(T.self, q.count) : [T](repeating: 0, count: q.count)
-        var dk = written ? unfilledArray(T.self, k.count) : [T](repeating: 0, count: k.count)
-        var dv = written ? unfilledArray(T.self, v.count) : [T](repeating: 0, count: v.count)
+        var dq = outputArray(T.self, q.count, writtenWhole: written)
+        var dk = outputArray(T.self, k.count, writtenWhole: written)
+        var dv = outputArray(T.self, v.count, writtenWhole: written)
         if written && shortKeys && T.self == Float.self && usesShortKeyAttention(g) {
             func f(_ p: UnsafeRawBufferPointer) -> UnsafePointer<Float> { p.baseAddress!.assumingMemoryBound(to: Float.self) }
             func f(_ p: UnsafeMutableRawBufferPointer) -> UnsafeMutablePointer<Float> {

@@ -164,21 +164,17 @@ extension Kernels {
         return convInputGradCol2im(gy, weight: weight, n: n, c: c, h: h, w: w, o: o, kh: kh, kw: kw, oh: oh, ow: ow, g)
     }
 
-    /// Stride 1: dx_n = W̃ · im2col'(dy_n padded by (qh, qw)), a dilated correlation with the
-    /// flipped, transposed kernel. Output size: Ho + 2qh − dH(kH−1) = H.
-    static func convInputGradStride1<T: BinaryFloatingPoint & SendableMetatype>(
-        _ gy: [T], weight: [T], n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int,
-        oh: Int, ow: Int, qh: Int, qw: Int, _ g: Conv2dGeometry
-    ) -> [T] {
-        let k2 = o * kh * kw, taps = kh * kw
-        if k2 == 0 || c == 0 { return [T](repeating: 0, count: n * c * h * w) }
-        // W̃ [C, O·kH·kW]: W̃[ch, (oc, t)] = W[oc, ch, taps − 1 − t] (the kernel flipped in
-        // both axes), a row of W̃ per thread chunk.
-        let wt: [T] = weight.withUnsafeBufferPointer { pw in
+    /// W̃ [C, O·taps] with W̃[ch, (oc, t)] = W[oc, ch, taps − 1 − t] for W [O, C, taps]: the
+    /// kernel flipped in both spatial axes with its channel axes swapped (the input gradient of
+    /// a stride-1 convolution is a correlation with it). A row of W̃ per thread chunk.
+    static func flippedTransposedKernel<T: SendableMetatype>(_ weight: [T], o: Int, c: Int, taps: Int) -> [T] {
+        let k2 = o * taps
+        if c * k2 == 0 { return [] }
+        return weight.withUnsafeBufferPointer { pw in
             let src = SendableConstPointer(pw.baseAddress!)
             return uninitializedArray(c * k2) { pd in
                 let dst = SendablePointer(pd)
-                Parallel.forEachChunk(c, grain: max(1, (1 << 16) / max(k2, 1))) { chs in
+                Parallel.forEachChunk(c, grain: max(1, (1 << 16) / k2)) { chs in
                     for ch in chs {
                         let row = dst.base + ch * k2
                         for oc in 0..<o {
@@ -189,6 +185,17 @@ extension Kernels {
                 }
             }
         }
+    }
+
+    /// Stride 1: dx_n = W̃ · im2col'(dy_n padded by (qh, qw)), a dilated correlation with the
+    /// flipped, transposed kernel. Output size: Ho + 2qh − dH(kH−1) = H.
+    static func convInputGradStride1<T: BinaryFloatingPoint & SendableMetatype>(
+        _ gy: [T], weight: [T], n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int,
+        oh: Int, ow: Int, qh: Int, qw: Int, _ g: Conv2dGeometry
+    ) -> [T] {
+        let k2 = o * kh * kw
+        if k2 == 0 || c == 0 { return [T](repeating: 0, count: n * c * h * w) }
+        let wt = flippedTransposedKernel(weight, o: o, c: c, taps: kh * kw)
         let hq = oh + 2 * qh, wq = ow + 2 * qw
         let unit = Conv2dGeometry(stride: (1, 1), padding: (0, 0), dilation: (g.dilationH, g.dilationW))
         let (rowOff, colOff) = im2colOffsets(channels: o, kh: kh, kw: kw, oh: h, ow: w, hp: hq, wp: wq, unit)

@@ -170,25 +170,13 @@ extension Kernels {
         }
         var dx: [T]? = nil
         if needX {
-            var gx = [T](repeating: 0, count: c * pos)
-            if pos > 0 && c > 0 && o > 0 {
+            // Written whole by the GEMM when o·k² ≥ 1.
+            let written = pos > 0 && c > 0 && o > 0 && k > 0
+            var gx = outputArray(T.self, c * pos, writtenWhole: written)
+            if written {
                 // W̃[c, (o, i, j)] = W[o, c, k−1−i, k−1−j]
                 let k2 = o * k * k
-                let taps = k * k
-                var wt = [T](repeating: 0, count: c * k2)
-                wt.withUnsafeMutableBufferPointer { wb in
-                    weight.withUnsafeBufferPointer { sb in
-                        // Blocks of 16 input channels: each output channel's row segment is read once.
-                        for c0 in stride(from: 0, to: c, by: 16) {
-                            for oc in 0..<o {
-                                for ch in c0..<min(c, c0 + 16) {
-                                    let src = sb.baseAddress! + (oc * c + ch) * taps, dst = wb.baseAddress! + ch * k2 + oc * taps
-                                    for t in 0..<taps { dst[t] = src[taps - 1 - t] }
-                                }
-                            }
-                        }
-                    }
-                }
+                let wt = flippedTransposedKernel(weight, o: o, c: c, taps: k * k)
                 let q = k - 1 - p
                 let gyp = q > 0 ? gy.withUnsafeBufferPointer { padCNHW($0.baseAddress!, planes: o * n, h: h, w: w, pad: q) } : gy
                 let (rowOff, colOff) = cnhwOffsets(c: o, n: n, h: h, w: w, k: k, hp: h + 2 * q, wp: w + 2 * q)
@@ -369,7 +357,7 @@ extension Kernels {
         let lowP = n * h * w
         // P [(o, t), N, h, w], written whole by the GEMM when c ≥ 1.
         let projWritten = c > 0 && lowP > 0 && o > 0
-        var proj = projWritten ? unfilledArray(T.self, o * taps * lowP) : [T](repeating: 0, count: o * taps * lowP)
+        var proj = outputArray(T.self, o * taps * lowP, writtenWhole: projWritten)
         let wt = tapMajor(weight, o: o, c: c, taps: taps)
         if projWritten {
             wt.withUnsafeBufferPointer { wb in
@@ -481,7 +469,7 @@ extension Kernels {
         if needWeight {
             // [(o, t), C], written whole by the GEMM when lowP ≥ 1.
             let written = lowP > 0 && c > 0 && o > 0
-            var dwt = written ? unfilledArray(T.self, o * taps * c) : [T](repeating: 0, count: o * taps * c)
+            var dwt = outputArray(T.self, o * taps * c, writtenWhole: written)
             if written {
                 gproj.withUnsafeBufferPointer { gb in
                     x.withUnsafeBufferPointer { xb in
@@ -498,7 +486,7 @@ extension Kernels {
         if needX {
             // Written whole by the GEMM when o·taps ≥ 1.
             let written = lowP > 0 && c > 0 && o > 0 && taps > 0
-            var gx = written ? unfilledArray(T.self, c * lowP) : [T](repeating: 0, count: c * lowP)
+            var gx = outputArray(T.self, c * lowP, writtenWhole: written)
             if written {
                 wt.withUnsafeBufferPointer { wb in
                     gproj.withUnsafeBufferPointer { gb in

@@ -49,6 +49,13 @@ extension Kernels {
         [T](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
     }
 
+    /// An output of `count` elements: unfilled when the caller's kernels write every element
+    /// (`writtenWhole`), else zeros (the degenerate shapes whose kernels write nothing).
+    @inline(__always)
+    static func outputArray<T: BinaryFloatingPoint>(_: T.Type, _ count: Int, writtenWhole: Bool) -> [T] {
+        writtenWhole ? unfilledArray(T.self, count) : [T](repeating: 0, count: count)
+    }
+
     /// Runs the 16 GEMMs of a Winograd step: whole GEMMs split over the threads (each GEMM on
     /// one thread: one dispatch instead of sixteen, and no k split, so the same bits on any
     /// thread count); `body(ξ, threads)` gets the thread count its GEMM may use.
@@ -405,7 +412,7 @@ extension Kernels {
         if needWeight {
             // Written whole by the GEMMs below (k = tiles ≥ 1): no zero fill then.
             let written = tiles > 0 && o > 0 && c > 0
-            var du = written ? unfilledArray(T.self, 16 * o * c) : [T](repeating: 0, count: 16 * o * c)
+            var du = outputArray(T.self, 16 * o * c, writtenWhole: written)
             if written {
                 let v = v ?? x.withUnsafeBufferPointer { winogradInput($0.baseAddress!, c: c, n: n, h: h, w: w) }
                 dm.withUnsafeBufferPointer { mb in
@@ -429,7 +436,7 @@ extension Kernels {
             // Written whole by the GEMMs below (k = o ≥ 1): no zero fill then (16·C·T floats:
             // 12.6 MB for 64 channels at 64×64 in three images).
             let written = tiles > 0 && o > 0 && c > 0
-            var dv = written ? unfilledArray(T.self, 16 * c * tiles) : [T](repeating: 0, count: 16 * c * tiles)
+            var dv = outputArray(T.self, 16 * c * tiles, writtenWhole: written)
             if written {
                 let u = u ?? winogradFilter(weight, o: o, c: c)
                 u.withUnsafeBufferPointer { ub in
