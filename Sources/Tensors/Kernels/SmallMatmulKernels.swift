@@ -39,8 +39,7 @@ extension Kernels {
     ) -> (da: [T]?, db: [T]?) {
         // dB is written whole by its GEMM (m, n, k > 0 below): no zero fill.
         var da = [T](repeating: 0, count: needA ? batch * m * k : 0)
-        var db = needB && m > 0 && n > 0 && k > 0 ? unfilledArray(T.self, batch * n * k)
-            : [T](repeating: 0, count: needB ? batch * n * k : 0)
+        var db = outputArray(T.self, needB ? batch * n * k : 0, writtenWhole: needB && m > 0 && n > 0 && k > 0)
         if m == 0 || n == 0 || k == 0 { return (needA ? da : nil, needB ? db : nil) }
         g.withUnsafeBufferPointer { gb in a.withUnsafeBufferPointer { ab in b.withUnsafeBufferPointer { bb in
         da.withUnsafeMutableBufferPointer { dab in db.withUnsafeMutableBufferPointer { dbb in
