@@ -209,18 +209,8 @@ extension Kernels {
                              m: fout, n: fin, k: rows)
         }
         if needBias {
-            // Row by row, so each acc[o] is the same sum in row order; the loop over o vectorises.
-            var acc = [Double](repeating: 0, count: fout)
-            acc.withUnsafeMutableBufferPointer { pa in
-                g.withUnsafeBufferPointer { pg in
-                    guard let a = pa.baseAddress, let gp = pg.baseAddress else { return }
-                    for r in 0..<rows {
-                        let row = gp + r * fout
-                        for o in 0..<fout { a[o] += Double(row[o]) }
-                    }
-                }
-            }
-            gbias = acc.map { T($0) }
+            // Each dbias[o] the sum of column o in row order, in Double (`sum` over dim 0).
+            gbias = sum(g, [rows, fout], dims: [0], keepDim: false).0
         }
         return (gx, gw, gbias)
     }
