@@ -18,13 +18,6 @@ import SegmentAnything
 import Tensors
 
 enum SAMBench {
-    /// CPU time of the whole process (all threads), in seconds.
-    static func cpuSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-
     /// Runs `step` `warmup + samples` times per thread count (only `step` is timed, as in the
     /// PyTorch rows); prints the bench lines, then compares `digest()` of the last step across
     /// thread counts.
@@ -38,10 +31,10 @@ enum SAMBench {
             for _ in 0..<warmup { step() }
             var times: [Double] = [], cpu: [Double] = []
             for _ in 0..<samples {
-                let t0 = DispatchTime.now().uptimeNanoseconds, c0 = cpuSeconds()
+                let t0 = DispatchTime.now().uptimeNanoseconds, c0 = BenchProcess.cpuSeconds()
                 step()
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-                cpu.append((cpuSeconds() - c0) * 1e3)
+                cpu.append((BenchProcess.cpuSeconds() - c0) * 1e3)
             }
             digests.append(digest())
             let ms = times.sorted()[times.count / 2]
@@ -53,21 +46,11 @@ enum SAMBench {
         print("bench \(name) bitwise_identical_across_threads=\(same ? "yes" : "NO")")
     }
 
-    /// glibc malloc: serve blocks up to 256 MB from the heap (M_MMAP_THRESHOLD; the ViT's MLP
-    /// activations are 50 MB) and never trim it (M_TRIM_THRESHOLD), so large temporaries are
-    /// reused instead of being mapped and page-faulted on every op. No effect without mallopt.
-    static func keepFreedMemory() {
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let sym = dlsym(nil, "mallopt") else { return }
-        let mallopt = unsafeBitCast(sym, to: Mallopt.self)
-        _ = mallopt(-3, 256 << 20)    // M_MMAP_THRESHOLD
-        _ = mallopt(-1, Int32.max)    // M_TRIM_THRESHOLD
-    }
-
     /// Both rows on 1 and 2 threads (the decoder step: median of 5 after a warm-up; the ViT-B
     /// forward: one run per thread count, ~10 s each on this kind of machine).
     static func run(threads: [Int] = [1, 2], decoderSamples: Int = 5, vitSamples: Int = 1) {
-        keepFreedMemory()
+        // 256 MB: the ViT's MLP activations are 50 MB.
+        BenchProcess.keepFreedMemory(mmapThresholdMB: 256)
         // FLMM_BENCH_SAM=decoder or =vit runs one row only; FLMM_BENCH_THREADS=2 (or 1) one
         // thread count only (for a profiler).
         let only = ProcessInfo.processInfo.environment["FLMM_BENCH_SAM"]

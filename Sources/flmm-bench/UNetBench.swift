@@ -52,26 +52,8 @@ enum UNetBench {
         return Array(hash.finalize())
     }
 
-    /// CPU time of the whole process (all threads), in seconds.
-    static func cpuSeconds() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-
-    /// glibc malloc: keep freed blocks up to 32 MB in the heap (M_MMAP_THRESHOLD) and never
-    /// trim it (M_TRIM_THRESHOLD), so the step's large temporaries are reused instead of being
-    /// mapped, page-faulted and zeroed again on every step. No effect where mallopt is absent.
-    static func keepFreedMemory() {
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let sym = dlsym(nil, "mallopt") else { return }
-        let mallopt = unsafeBitCast(sym, to: Mallopt.self)
-        _ = mallopt(-3, 32 << 20)     // M_MMAP_THRESHOLD
-        _ = mallopt(-1, Int32.max)    // M_TRIM_THRESHOLD
-    }
-
     static func run(channels: [Int] = [384, 1024], threads: [Int] = [1, 2], steps: Int = 5) throws {
-        keepFreedMemory()
+        BenchProcess.keepFreedMemory(mmapThresholdMB: 32)
         for c in channels {
             var rng = PhiloxRNG(seed: 3)
             let head = UNetHead(UNetHeadConfig(inChannels: c), rng: &rng)
@@ -86,10 +68,10 @@ enum UNetBench {
                 var y = try step(head, x, upstream)   // warm-up
                 var times: [Double] = [], cpu: [Double] = []
                 for _ in 0..<steps {
-                    let t0 = DispatchTime.now().uptimeNanoseconds, c0 = cpuSeconds()
+                    let t0 = DispatchTime.now().uptimeNanoseconds, c0 = BenchProcess.cpuSeconds()
                     y = try step(head, x, upstream)
                     times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
-                    cpu.append((cpuSeconds() - c0) * 1e3)
+                    cpu.append((BenchProcess.cpuSeconds() - c0) * 1e3)
                 }
                 digests.append(digest(head, y))
                 let ms = times.sorted()[times.count / 2]
