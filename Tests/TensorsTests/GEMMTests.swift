@@ -163,6 +163,22 @@ final class GEMMTests: XCTestCase {
         XCTAssertTrue(ours[0].isInfinite && ours[n].isInfinite && ours[2 * n].isNaN && ours[3 * n].isFinite)
     }
 
+    /// GEMMs that are mostly traffic and take a second thread for it (`GEMMPacked.grain` counts
+    /// 8 flops per byte): SAM's token MLP on 12 tokens (a 2 MB weight; few-rows path, 35 and 4
+    /// blocks per thread at least, of 128 and 16) and its gradients (a column split of 8 panels,
+    /// grain 2; a row split of 342 panels with k = 12, grain 94). Each on 1 and 2 threads gives
+    /// the reference's bits.
+    func testTrafficBoundShapesOnTwoThreadsMatchReference() {
+        for (m, n, k, transA, transB) in [(12, 2048, 256, false, true), (12, 256, 2048, false, true),
+                                          (12, 256, 2048, false, false), (2048, 256, 12, true, false)] {
+            let (one, ref) = Self.run(m: m, n: n, k: k, transA: transA, transB: transB, accumulate: false, threads: 1)
+            let (two, _) = Self.run(m: m, n: n, k: k, transA: transA, transB: transB, accumulate: false, threads: 2,
+                                    reference: false)
+            XCTAssertEqual(Self.bits(one), Self.bits(ref), "m \(m) n \(n) k \(k) 1 thread")
+            XCTAssertEqual(Self.bits(two), Self.bits(ref), "m \(m) n \(n) k \(k) 2 threads")
+        }
+    }
+
     /// A too large to pack whole (m·k > 4M floats on one thread): A packed per (KC, MC) block.
     func testBlockwisePackedA() {
         let (ours, ref) = Self.run(m: 2100, n: 7, k: 2001, transA: false, transB: true, accumulate: true,

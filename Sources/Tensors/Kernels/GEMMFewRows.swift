@@ -65,7 +65,8 @@ extension GEMMPacked {
         let at = SendableConstPointer(UnsafePointer(packedA))
         let bp = SendableConstPointer(b), cp = SendablePointer(c), biasP = bias.map { SendableConstPointer($0) }
         let blocks = (n + 15) / 16
-        let grain = max(1, minFlopsPerThread / max(1, 2 * m * 16 * k))
+        // A block's traffic: 16 columns of B and of C (a weight of 2 MB is mostly traffic).
+        let grain = grain(flops: 2 * m * 16 * k, floats: 16 * (k + m))
         chunks(blocks, grain: grain, threads: threads) { range in
             // B's block as [k, 16] (a transposed or a partial block), and one 16 × 16 tile.
             let bBlock = (transB || n % 16 != 0) ? scratch(16 * k) : nil

@@ -55,6 +55,17 @@ enum GEMMPacked {
 
     /// Fewest flops worth a second thread.
     static let minFlopsPerThread = 1 << 23
+    /// What one byte of A, B or C traffic costs, in flops, when splitting work over threads: one
+    /// core here runs 162–175 GFLOP/s of FMAs but streams 15 GB/s from memory (8.6 GB/s of
+    /// writes), so a GEMM that is mostly traffic (a short k, or few rows against a large weight)
+    /// gains from a second core although it has few flops.
+    static let flopsPerByte = 8
+
+    /// Units per thread at least, for units of `flops` flops that touch `floats` elements of A,
+    /// B and C: enough for `minFlopsPerThread` of work, counting traffic at `flopsPerByte`.
+    static func grain(flops: Int, floats: Int) -> Int {
+        max(1, minFlopsPerThread / max(1, flops + 4 * flopsPerByte * floats))
+    }
 
     /// SIMD width of the build (floats per vector).
     static var simdFloats: Int { Int(FLMM_SIMD_FLOATS) }
@@ -213,7 +224,9 @@ enum GEMMPacked {
         let splitColumns = n >= m
         let units = splitColumns ? (n + nr - 1) / nr : (m + mr - 1) / mr
         let flopsPerUnit = 2 * k * (splitColumns ? m * nr : n * mr)
-        let grain = max(1, minFlopsPerThread / max(flopsPerUnit, 1))
+        // A unit's traffic: its B panel and C columns, or its A panel and C rows.
+        let floatsPerUnit = splitColumns ? (k + m) * nr : (k + n) * mr
+        let grain = grain(flops: flopsPerUnit, floats: floatsPerUnit)
         let ap = SendableConstPointer(a), cp = SendablePointer(c)
         // Column split on several threads: every thread needs all of A, so the threads pack it
         // once together (each a range of row panels) before computing.
