@@ -86,6 +86,9 @@ static inline flmm_float8 flmm_narrow8(flmm_double8 x) { return __builtin_conver
 
 // Software prefetch of a cache line for writing (the GEMM's next C tile), all cache levels.
 static inline void flmm_prefetch_c(const void *p) { __builtin_prefetch(p, 1, 3); }
+// Software prefetch of a cache line for reading, all cache levels (rows of B far apart, where
+// the hardware prefetcher, which stays within a 4 KB page, sees only a few per page).
+static inline void flmm_prefetch_r(const void *p) { __builtin_prefetch(p, 0, 3); }
 
 // Atomics and a spin-wait hint for the worker pool (Sources/Tensors/Parallel.swift). C11-style
 // builtins on a `long` (Swift's Int on LP64), so the pool needs no newer-OS Synchronization module.

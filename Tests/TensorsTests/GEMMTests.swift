@@ -179,6 +179,19 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// At most 16 rows and at most 16 columns with a long k (an attention head's P·V or dS·K:
+    /// 12 queries, 16 channels, 4096 keys): the few-rows path reads a row-major B in place (or
+    /// copies a partial block), with B's rows `ldb` apart; the reference's bits.
+    func testNarrowFewRowsLongKMatchReference() {
+        for (m, n, k) in [(12, 16, 4096), (5, 16, 700), (12, 7, 1030)] {
+            for transA in [false, true] {
+                let (ours, ref) = Self.run(m: m, n: n, k: k, transA: transA, transB: false, accumulate: k % 2 == 0,
+                                           padB: 112, seed: UInt64(m + n + k))
+                XCTAssertEqual(Self.bits(ours), Self.bits(ref), "m \(m) n \(n) k \(k) transA \(transA)")
+            }
+        }
+    }
+
     /// A too large to pack whole (m·k > 4M floats on one thread): A packed per (KC, MC) block.
     func testBlockwisePackedA() {
         let (ours, ref) = Self.run(m: 2100, n: 7, k: 2001, transA: false, transB: true, accumulate: true,

@@ -40,11 +40,12 @@ extension GEMMPacked {
     static let fewRowsMax = 16
 
     /// Whether `gemm` takes the few-rows path: Float with 16-lane vectors, 1 ≤ m ≤ 16, and B
-    /// transposed or k ≤ 512. (A row-major B is read in place, one 64-byte piece of each of its
-    /// k rows per column block; past a few hundred rows that walk is slower than the general
-    /// driver's packing: 12 × 256 × 2048 took 0.30 ms against 0.19 here.)
+    /// transposed, k ≤ 512, or n ≤ 16. (A row-major B is read in place, one 64-byte piece of
+    /// each of its k rows per column block; past a few hundred rows that walk is slower than the
+    /// general driver's packing when there are many blocks: 12 × 256 × 2048 took 0.30 ms against
+    /// 0.19 here. With one block, an attention head's P·V, it is the least that can be read.)
     static func usesFewRows(m: Int, n: Int, k: Int, transB: Bool, width: Int) -> Bool {
-        width == 16 && m >= 1 && m <= fewRowsMax && n >= 1 && k >= 1 && (transB || k <= 512)
+        width == 16 && m >= 1 && m <= fewRowsMax && n >= 1 && k >= 1 && (transB || k <= 512 || n <= 16)
     }
 
     /// C[m, n] (+)= A · B for m ≤ 16 (see the file header). A is [m, k] (or [k, m] when
@@ -146,6 +147,8 @@ extension GEMMPacked {
         } else if w == 16 {
             // B(p, j0 + t) = b[(j0 + t)·ldb + p]: 16 × 16 transposes, then a partial last one.
             let src = b + j0 * ldb
+            // The next block's rows (their first lines), while this one is transposed.
+            for t in 16..<32 { flmm_prefetch_r(src + t * ldb) }
             var p = 0
             while p + 16 <= k {
                 flmm_transpose16(src + p, ldb, dst + p * 16, 16)
@@ -190,7 +193,11 @@ extension GEMMPacked {
             }
         }
         var ap = at, bp = rowB
+        // B rows read in place lie `ldRowB` floats apart: fetch the row 32 steps ahead (a
+        // prefetch past the end of B is harmless: it never faults).
+        let ahead = 32 * ldRowB
         for _ in 0..<k {
+            flmm_prefetch_r(bp + ahead)
             let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
             c0 = c0.addingProduct(V(repeating: ap[0]), bv); c1 = c1.addingProduct(V(repeating: ap[1]), bv)
             c2 = c2.addingProduct(V(repeating: ap[2]), bv); c3 = c3.addingProduct(V(repeating: ap[3]), bv)
