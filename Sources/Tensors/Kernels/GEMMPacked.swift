@@ -512,7 +512,8 @@ enum GEMMPacked {
             pc += kcb
         }
         let units = (m + mr - 1) / mr
-        let grain = max(1, minFlopsPerThread / max(2 * k * n * mr, 1))
+        // A unit's traffic: its rows of A (read through the map) and of C.
+        let grain = grain(flops: 2 * k * n * mr, floats: (k + n) * mr)
         let bp = SendableConstPointer(UnsafePointer(bPack)), cp = SendablePointer(c)
         let basep = SendableConstPointer(base), rp = SendableConstPointer(rowOff), cop = SendableConstPointer(colOff)
         chunks(units, grain: grain, threads: threads) { r in
