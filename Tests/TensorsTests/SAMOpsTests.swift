@@ -463,10 +463,15 @@ extension SAMOpsTests {
 }
 
 extension SAMOpsTests {
-    /// layerNormRows' kernels (sums of four rows interleaved) give the bits of the one-row-at-a-
-    /// time algorithm, written out here: 135 rows (quads, a partial quad, a partial 64-row block).
+    /// layerNormRows' kernels (sums of four or sixteen rows interleaved) give the bits of the
+    /// one-row-at-a-time algorithm, written out here: 135 rows (groups of sixteen, quads, a
+    /// partial quad, a partial 64-row block) of 37 columns (two 16 × 16 transposes and a tail of
+    /// five), and 70 rows of 64 (whole transposes only).
     func testLayerNormRowsBitwiseEqualToRowByRow() {
-        let (rows, d) = (135, 37)
+        for (rows, d) in [(135, 37), (70, 64)] { checkLayerNormRowsBitwise(rows: rows, d: d) }
+    }
+
+    func checkLayerNormRowsBitwise(rows: Int, d: Int) {
         let x = (0..<(rows * d)).map { _ in 3 * rng.nextNormal() + 0.5 }, g = (0..<(rows * d)).map { _ in rng.nextNormal() }
         let w = (0..<d).map { _ in rng.nextNormal() }, b = (0..<d).map { _ in rng.nextNormal() }
         var y = [Float](repeating: 0, count: rows * d), mean = [Double](), rstd = [Double]()
@@ -500,11 +505,11 @@ extension SAMOpsTests {
         for threads in [1, 2] {
             Parallel.threads = threads
             let f = Kernels.layerNormRows(x, rows: rows, d: d, weight: w, bias: b, eps: 1e-5)
-            XCTAssertEqual(f.y.map(\.bitPattern), y.map(\.bitPattern), "y, \(threads) threads")
+            XCTAssertEqual(f.y.map(\.bitPattern), y.map(\.bitPattern), "y, \(rows) × \(d), \(threads) threads")
             XCTAssertEqual(f.mean, mean)
             XCTAssertEqual(f.rstd, rstd)
             let bw = Kernels.layerNormRowsBackward(g, x, rows: rows, d: d, mean: f.mean, rstd: f.rstd, weight: w)
-            XCTAssertEqual(bw.dx.map(\.bitPattern), dx.map(\.bitPattern), "dx, \(threads) threads")
+            XCTAssertEqual(bw.dx.map(\.bitPattern), dx.map(\.bitPattern), "dx, \(rows) × \(d), \(threads) threads")
             XCTAssertEqual(bw.dWeight.map(\.bitPattern), dw.map { Float($0).bitPattern })
             XCTAssertEqual(bw.dBias.map(\.bitPattern), db.map { Float($0).bitPattern })
         }
