@@ -102,6 +102,50 @@ final class ConvTests: XCTestCase {
         }
     }
 
+    /// The input gradient of convolutions whose kernel equals their stride (SAM's mask
+    /// downscaling: k2s2) against a direct loop in the col2im path's order: dx = 0 + (FMA chain
+    /// over o of W[o, c, i, j] · dy[o, oy, ox]), +0 where no window covers the element. Patches
+    /// that tile the plane exactly (written in place) and ones that leave a row and a column
+    /// over (the general col2im), on 1 and 2 threads.
+    func testPatchConvInputGradientBitwiseEqualToDirectLoop() {
+        let cases: [(n: Int, c: Int, h: Int, w: Int, o: Int, kh: Int, kw: Int)] = [
+            (2, 3, 6, 8, 5, 2, 2), (1, 4, 8, 9, 3, 2, 3), (2, 2, 7, 9, 4, 2, 2), (1, 1, 64, 64, 4, 2, 2)]
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        for (i, t) in cases.enumerated() {
+            let g = Conv2dGeometry(stride: (t.kh, t.kw), padding: (0, 0), dilation: (1, 1))
+            let (oh, ow) = g.outputSize(h: t.h, w: t.w, kh: t.kh, kw: t.kw)
+            let wt = S.floats(S.randn(t.o * t.c * t.kh * t.kw, seed: UInt64(70 + i)))
+            let x = S.floats(S.randn(t.n * t.c * t.h * t.w, seed: UInt64(80 + i)))
+            let dy = S.floats(S.randn(t.n * t.o * oh * ow, seed: UInt64(90 + i)))
+            var dx = [Float](repeating: 0, count: t.n * t.c * t.h * t.w)
+            for img in 0..<t.n {
+                for ch in 0..<t.c {
+                    for oy in 0..<oh {
+                        for ox in 0..<ow {
+                            for di in 0..<t.kh {
+                                for dj in 0..<t.kw {
+                                    var acc: Float = 0
+                                    for oc in 0..<t.o {
+                                        acc = acc.addingProduct(wt[((oc * t.c + ch) * t.kh + di) * t.kw + dj],
+                                                                dy[((img * t.o + oc) * oh + oy) * ow + ox])
+                                    }
+                                    dx[((img * t.c + ch) * t.h + oy * t.kh + di) * t.w + ox * t.kw + dj] = 0 + acc
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for threads in [1, 2] {
+                Parallel.threads = threads
+                let r = Kernels.conv2dBackward(dy, x: x, [t.n, t.c, t.h, t.w], weight: wt, [t.o, t.c, t.kh, t.kw], g,
+                                               needX: true, needWeight: false, needBias: false)
+                XCTAssertEqual(r.x!.map(\.bitPattern), dx.map(\.bitPattern), "case \(i), \(threads) threads")
+            }
+        }
+    }
+
     /// The 1×1 stride-1 backward (plain GEMMs) and the bias sums, against direct loops in the
     /// order the general kernels use: dx[n,c,q] = FMA chain over o of W[o,c]·dy[n,o,q];
     /// dW[o,c] = FMA chain over (image, position) of dy·x; db[o] = Double sum in (image,

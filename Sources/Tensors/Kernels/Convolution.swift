@@ -17,6 +17,11 @@
 //                             contributions in (i, j, position) order.
 // A transposed convolution is the input gradient of the convolution with the same weight,
 // and its gradients are that convolution's forward and weight gradient.
+// A 1×1 stride-1 convolution without padding runs plain GEMMs on x itself (im2col(x_n) = x_n),
+// and a convolution whose kernel equals its stride over planes it tiles exactly writes dx in
+// place of col2im (one contribution per element): the same chains of products either way.
+
+import CBLAS
 
 /// Stride, padding and dilation of a 2-D convolution (PyTorch's Conv2d arguments), per axis.
 public struct Conv2dGeometry: Sendable, Equatable {
@@ -108,6 +113,13 @@ extension Kernels {
                         let xp = padded ? padPlanes(xi, channels: c, h: h, w: w, top: g.padH, bottom: g.padH,
                                                     left: g.padW, right: g.padW) : []
                         let out = py.baseAddress! + img * o * p
+                        if kh == 1 && kw == 1 && g.strideH == 1 && g.strideW == 1 && !padded {
+                            // A 1×1 convolution's im2col matrix is x_i [C, S] itself: a plain GEMM,
+                            // the same chains of products as through the index maps.
+                            gemmGeneric(transA: false, transB: false, m: o, n: p, k: k, a: pw.baseAddress!, lda: k,
+                                        b: xi, ldb: p, c: out, ldc: p, accumulate: bias != nil)
+                            continue
+                        }
                         let run = { (base: UnsafePointer<T>) in
                             gemmMappedB(m: o, n: p, k: k, a: pw.baseAddress!, lda: k, transA: false, base: base,
                                         rowOff: rowOff, colOff: colOff, c: out, ldc: p,
@@ -230,7 +242,9 @@ extension Kernels {
         // Channels per block: the block's dcol [cb·kH·kW, P] stays within about 4 MB.
         let cb = max(1, min(c, (1 << 20) / max(taps * p, 1)))
         var dcol = [T](repeating: 0, count: cb * taps * p)
-        var plane = [T](repeating: 0, count: hp * wp)
+        let patches = kh == g.strideH && kw == g.strideW && g.padH == 0 && g.padW == 0 && g.dilationH == 1
+            && g.dilationW == 1 && h == oh * kh && w == ow * kw
+        var plane = [T](repeating: 0, count: patches ? 0 : hp * wp)
         weight.withUnsafeBufferPointer { pw in
             gy.withUnsafeBufferPointer { pg in
                 for img in 0..<n {
@@ -247,6 +261,27 @@ extension Kernels {
                                             b: pg.baseAddress! + img * o * p, ldb: p,
                                             c: pd.baseAddress!, ldc: p, accumulate: false)
                             }
+                        }
+                        if patches {
+                            // Kernel = stride, no padding, no dilation, the planes tiled exactly:
+                            // each input element has one contribution, 0 + dcol (as the plane's
+                            // sum from zero), written in place; rows (channel, oy) over the threads.
+                            let dst = (img * c + c0) * h * w
+                            dcol.withUnsafeBufferPointer { pd in gx.withUnsafeMutableBufferPointer { px in
+                                let dp = SendableConstPointer(pd.baseAddress!), xq = SendablePointer(px.baseAddress! + dst)
+                                Parallel.forEach(cn * oh, grain: Swift.max(1, (1 << 14) / Swift.max(taps * ow, 1))) { unit in
+                                    let ch = unit / oh, oy = unit % oh
+                                    for i in 0..<kh {
+                                        for j in 0..<kw {
+                                            let src = dp.base + ((ch * kh + i) * kw + j) * p + oy * ow
+                                            let out = xq.base + ch * h * w + (oy * kh + i) * w + j
+                                            for ox in 0..<ow { out[ox * kw] = 0 + src[ox] }
+                                        }
+                                    }
+                                }
+                            }}
+                            c0 += cn
+                            continue
                         }
                         for ch in 0..<cn {
                             for t in plane.indices { plane[t] = 0 }
@@ -281,10 +316,47 @@ extension Kernels {
         g.withUnsafeBufferPointer { pg in
             acc.withUnsafeMutableBufferPointer { pa in
                 let gp = SendableConstPointer(pg.baseAddress!), ap = SendablePointer(pa.baseAddress!)
-                Parallel.forEachChunk((o + 3) / 4, grain: Swift.max(1, (1 << 16) / Swift.max(4 * n * s, 1))) { quads in
+                // Float: sixteen channels at once, their rows transposed 16 positions at a time so
+                // that each position gives one vector of the sixteen channels (two chains of eight
+                // Double lanes); the channels past the last sixteen as below, four at a time.
+                let sixteens = T.self == Float.self ? o / 16 : 0
+                if sixteens > 0 {
+                    Parallel.forEach(sixteens, grain: Swift.max(1, (1 << 16) / Swift.max(16 * n * s, 1))) { grp in
+                        let o0 = 16 * grp
+                        let tile = UnsafeMutableRawPointer.allocate(byteCount: 1024, alignment: 64)
+                            .bindMemory(to: Float.self, capacity: 256)
+                        defer { tile.deallocate() }
+                        var a0 = SIMD8<Double>(), a1 = SIMD8<Double>()
+                        for img in 0..<n {
+                            let r0 = UnsafeRawPointer(gp.base + (img * o + o0) * s).assumingMemoryBound(to: Float.self)
+                            var q0 = 0
+                            while q0 + 16 <= s {
+                                flmm_transpose16(r0 + q0, s, tile, 16)
+                                for q in 0..<16 {
+                                    let v = UnsafeRawPointer(tile + 16 * q).load(as: SIMD16<Float>.self)
+                                    a0 += flmm_widen8(v.lowHalf)
+                                    a1 += flmm_widen8(v.highHalf)
+                                }
+                                q0 += 16
+                            }
+                            for q in q0..<s {
+                                for i in 0..<8 {
+                                    a0[i] += Double(r0[i * s + q])
+                                    a1[i] += Double(r0[(8 + i) * s + q])
+                                }
+                            }
+                        }
+                        for i in 0..<8 {
+                            ap.base[o0 + i] = a0[i]
+                            ap.base[o0 + 8 + i] = a1[i]
+                        }
+                    }
+                }
+                let first = 4 * (16 * sixteens / 4)
+                Parallel.forEachChunk((o - first + 3) / 4, grain: Swift.max(1, (1 << 16) / Swift.max(4 * n * s, 1))) { quads in
                     for quad in quads {
                         // Channels o0 ..< o0 + cn; the lanes past cn repeat channel o0 and are not used.
-                        let o0 = 4 * quad, cn = Swift.min(4, o - o0)
+                        let o0 = first + 4 * quad, cn = Swift.min(4, o - o0)
                         var a = SIMD4<Double>()
                         for img in 0..<n {
                             let r0 = gp.base + (img * o + o0) * s
