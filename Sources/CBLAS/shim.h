@@ -40,10 +40,11 @@ static inline void flmm_pack_bt32(const float *b, long ldb, long kc, float *pane
 // Transposes a 16 × 16 block of floats: dst[c*ldd + r] = src[r*lds + c] for r, c < 16 (the
 // short-key attention's row tiles, Kernels/ShortKeyAttentionKernels.swift). Values are moved,
 // never changed. With AVX-512: 16 loads, 64 in-register shuffles, 16 stores.
-static inline void flmm_transpose16(const float *src, long lds, float *dst, long ldd) {
+// `flmm_transpose16_rows` does the same with row r read from rows[r] + col (rows anywhere,
+// repeated rows allowed): dst[c*ldd + r] = rows[r][col + c].
 #if defined(__AVX512F__)
-    __m512 r[16], t[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+static inline void flmm_transpose16_regs(__m512 r[16], float *dst, long ldd) {
+    __m512 t[16];
     // Pairs of rows interleaved, then 4 × 4 blocks transposed within each 128-bit lane.
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
@@ -69,9 +70,28 @@ static inline void flmm_transpose16(const float *src, long lds, float *dst, long
         r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xDD);
     }
     for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + i * ldd, r[i]);
+}
+#endif
+
+static inline void flmm_transpose16(const float *src, long lds, float *dst, long ldd) {
+#if defined(__AVX512F__)
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+    flmm_transpose16_regs(r, dst, ldd);
 #else
     for (long r = 0; r < 16; r++)
         for (long c = 0; c < 16; c++) dst[c * ldd + r] = src[r * lds + c];
+#endif
+}
+
+static inline void flmm_transpose16_rows(const float *const *rows, long col, float *dst, long ldd) {
+#if defined(__AVX512F__)
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(rows[i] + col);
+    flmm_transpose16_regs(r, dst, ldd);
+#else
+    for (long r = 0; r < 16; r++)
+        for (long c = 0; c < 16; c++) dst[c * ldd + r] = rows[r][col + c];
 #endif
 }
 

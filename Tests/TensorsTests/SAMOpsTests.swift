@@ -299,6 +299,67 @@ final class SAMOpsTests: XCTestCase {
                                                                         scale: .divide(2))))
     }
 
+    /// The general attention backward (Float) against direct loops in its order: dV = Pᵀ dO and
+    /// dP = dO Vᵀ as FMA chains; per row s = Σ_j dP·P in Double in j order, dS = P·(dP − s) in
+    /// Double rounded once, then / scale; dQ = dS K and dK = dSᵀ Q as FMA chains. 20 query rows
+    /// (a group of sixteen and one of four) against 37 keys (two 16-column tiles and a tail).
+    func testAttentionBackwardBitwiseEqualToDirectLoops() {
+        let (b, heads, nq, nk, dk, dv, d) = (2, 2, 20, 37, 3, 2, Float(1.7))
+        let g = AttentionGeometry(batch: b, heads: heads, nq: nq, nk: nk, dk: dk, dv: dv, scale: .divide(d))
+        func r(_ n: Int) -> [Float] { (0..<n).map { _ in rng.nextNormal() } }
+        let q = r(b * nq * heads * dk), k = r(b * nk * heads * dk), v = r(b * nk * heads * dv), dO = r(b * nq * heads * dv)
+        let p = Kernels.attentionForward(q: q, k: k, v: v, rh: nil, rw: nil, g, keepProbs: true).probs!
+        var dq = [Float](repeating: 0, count: q.count), dk_ = [Float](repeating: 0, count: k.count)
+        var dv_ = [Float](repeating: 0, count: v.count)
+        let (iq, iv) = (heads * dk, heads * dv)
+        for bi in 0..<b {
+            for h in 0..<heads {
+                func P(_ i: Int, _ j: Int) -> Float { p[((bi * heads + h) * nq + i) * nk + j] }
+                for j in 0..<nk {
+                    for c in 0..<dv {
+                        var acc: Float = 0
+                        for i in 0..<nq { acc = acc.addingProduct(P(i, j), dO[(bi * nq + i) * iv + h * dv + c]) }
+                        dv_[(bi * nk + j) * iv + h * dv + c] = acc
+                    }
+                }
+                var dS = [Float](repeating: 0, count: nq * nk)
+                for i in 0..<nq {
+                    for j in 0..<nk {
+                        var acc: Float = 0
+                        for c in 0..<dv { acc = acc.addingProduct(dO[(bi * nq + i) * iv + h * dv + c], v[(bi * nk + j) * iv + h * dv + c]) }
+                        dS[i * nk + j] = acc
+                    }
+                    var s = 0.0
+                    for j in 0..<nk { s += Double(dS[i * nk + j]) * Double(P(i, j)) }
+                    for j in 0..<nk { dS[i * nk + j] = Float(Double(P(i, j)) * (Double(dS[i * nk + j]) - s)) / d }
+                }
+                for i in 0..<nq {
+                    for c in 0..<dk {
+                        var acc: Float = 0
+                        for j in 0..<nk { acc = acc.addingProduct(dS[i * nk + j], k[(bi * nk + j) * iq + h * dk + c]) }
+                        dq[(bi * nq + i) * iq + h * dk + c] = acc
+                    }
+                }
+                for j in 0..<nk {
+                    for c in 0..<dk {
+                        var acc: Float = 0
+                        for i in 0..<nq { acc = acc.addingProduct(dS[i * nk + j], q[(bi * nq + i) * iq + h * dk + c]) }
+                        dk_[(bi * nk + j) * iq + h * dk + c] = acc
+                    }
+                }
+            }
+        }
+        let saved = Parallel.threads
+        defer { Parallel.threads = saved }
+        for threads in [1, 2] {
+            Parallel.threads = threads
+            let gr = Kernels.attentionBackward(dO, q: q, k: k, v: v, rh: nil, rw: nil, probs: p, g)
+            XCTAssertEqual(gr.dq.map(\.bitPattern), dq.map(\.bitPattern), "dq, \(threads) threads")
+            XCTAssertEqual(gr.dk.map(\.bitPattern), dk_.map(\.bitPattern), "dk, \(threads) threads")
+            XCTAssertEqual(gr.dv.map(\.bitPattern), dv_.map(\.bitPattern), "dv, \(threads) threads")
+        }
+    }
+
     // MARK: attention backward by finite differences (Double, the same kernels)
 
     func testAttentionBackwardFiniteDifferencesInDouble() {

@@ -327,6 +327,47 @@ extension Kernels {
 
     // MARK: backward
 
+    /// dS = P ⊙ (dP − Σ_j dP⊙P) for `rows` rows of `n` (row i at i·n; dS holds dP on entry),
+    /// each sum in Double in j order and each element as `Float(Double(p)·(Double(dP) − s))`:
+    /// the general backward's arithmetic. Sixteen rows at a time (the lanes past the last row
+    /// repeat the first and are not used), 16 columns at a time transposed so that each row's
+    /// sum is one lane of two SIMD8<Double> chains; a row's last n mod 16 terms, one by one.
+    static func softmaxGradRowsFloat(p: UnsafePointer<Float>, dS: UnsafeMutablePointer<Float>, rows: Int, n: Int) {
+        let tiles = UnsafeMutableRawPointer.allocate(byteCount: 2048, alignment: 64).bindMemory(to: Float.self, capacity: 512)
+        let rowPointers = UnsafeMutablePointer<UnsafePointer<Float>?>.allocate(capacity: 32)
+        defer { tiles.deallocate(); rowPointers.deallocate() }
+        let tD = tiles, tP = tiles + 256, dRows = rowPointers, pRows = rowPointers + 16
+        var r0 = 0
+        while r0 < rows {
+            let nr = Swift.min(16, rows - r0)
+            for lane in 0..<16 {
+                let r = r0 + (lane < nr ? lane : 0)
+                dRows[lane] = UnsafePointer(dS + r * n)
+                pRows[lane] = p + r * n
+            }
+            var s0 = SIMD8<Double>(), s1 = SIMD8<Double>()
+            var j0 = 0
+            while j0 + 16 <= n {
+                flmm_transpose16_rows(dRows, j0, tD, 16)
+                flmm_transpose16_rows(pRows, j0, tP, 16)
+                for jj in 0..<16 {
+                    let d = UnsafeRawPointer(tD + 16 * jj).load(as: SIMD16<Float>.self)
+                    let q = UnsafeRawPointer(tP + 16 * jj).load(as: SIMD16<Float>.self)
+                    s0 += flmm_widen8(d.lowHalf) * flmm_widen8(q.lowHalf)
+                    s1 += flmm_widen8(d.highHalf) * flmm_widen8(q.highHalf)
+                }
+                j0 += 16
+            }
+            for i in 0..<nr {
+                let pr = p + (r0 + i) * n, dr = dS + (r0 + i) * n
+                var s = i < 8 ? s0[i] : s1[i - 8]
+                for j in j0..<n { s += Double(dr[j]) * Double(pr[j]) }
+                for j in 0..<n { dr[j] = Float(Double(pr[j]) * (Double(dr[j]) - s)) }
+            }
+            r0 += nr
+        }
+    }
+
     /// Gradients of the fused attention from dO [B, Nq, NH·dv] and the kept probabilities P:
     /// dq, dk, dv (same layouts as q, k, v) and, with a relative-position bias, drh, drw.
     /// `shortKeys: false` forces the general path where the short-key kernels would run.
@@ -393,11 +434,17 @@ extension Kernels {
                         // dP = dO_h V_hᵀ; dS = P ⊙ (dP − Σ dP⊙P)
                         gemmGeneric(transA: false, transB: true, m: rows, n: g.nk, k: g.dv, a: gp.base + gOff, lda: g.iv,
                                     b: vp.base + vOff, ldb: g.iv, c: dS, ldc: g.nk, accumulate: false, threads: 1)
-                        for i in 0..<rows {
-                            let pr = p + i * g.nk, dr = dS + i * g.nk
-                            var s = 0.0
-                            for j in 0..<g.nk { s += Double(dr[j]) * Double(pr[j]) }
-                            for j in 0..<g.nk { dr[j] = T(Double(pr[j]) * (Double(dr[j]) - s)) }
+                        if T.self == Float.self {
+                            softmaxGradRowsFloat(p: UnsafeRawPointer(p).assumingMemoryBound(to: Float.self),
+                                                 dS: UnsafeMutableRawPointer(dS).assumingMemoryBound(to: Float.self),
+                                                 rows: rows, n: g.nk)
+                        } else {
+                            for i in 0..<rows {
+                                let pr = p + i * g.nk, dr = dS + i * g.nk
+                                var s = 0.0
+                                for j in 0..<g.nk { s += Double(dr[j]) * Double(pr[j]) }
+                                for j in 0..<g.nk { dr[j] = T(Double(pr[j]) * (Double(dr[j]) - s)) }
+                            }
                         }
                         // Relative-position bias: dRelH = Σ_l dS, dRelW = Σ_k dS per row; their
                         // contributions to dQ (unscaled) and to the per-unit table partials.
