@@ -149,9 +149,10 @@ final class ConvTests: XCTestCase {
     /// The 1×1 stride-1 backward (plain GEMMs) and the bias sums, against direct loops in the
     /// order the general kernels use: dx[n,c,q] = FMA chain over o of W[o,c]·dy[n,o,q];
     /// dW[o,c] = FMA chain over (image, position) of dy·x; db[o] = Double sum in (image,
-    /// position) order. Bitwise, on 1 and 2 threads (21 channels: five groups of four and one).
+    /// position) order. Bitwise, on 1 and 2 threads (21 channels: a group of sixteen, one of
+    /// four and one; 31 × 47 positions: 91 transposed tiles of 16 and one left over).
     func testConv1x1BackwardBitwiseEqualToDirectLoops() {
-        let (n, c, o, h, w) = (2, 5, 21, 32, 48)
+        let (n, c, o, h, w) = (2, 5, 21, 31, 47)
         let s = h * w
         let x = S.floats(S.randn(n * c * s, seed: 61)), wt = S.floats(S.randn(o * c, seed: 62))
         let dy = S.floats(S.randn(n * o * s, seed: 63))

@@ -352,7 +352,7 @@ extension Kernels {
                         }
                     }
                 }
-                let first = 4 * (16 * sixteens / 4)
+                let first = 16 * sixteens
                 Parallel.forEachChunk((o - first + 3) / 4, grain: Swift.max(1, (1 << 16) / Swift.max(4 * n * s, 1))) { quads in
                     for quad in quads {
                         // Channels o0 ..< o0 + cn; the lanes past cn repeat channel o0 and are not used.
