@@ -17,9 +17,10 @@
 //                             contributions in (i, j, position) order.
 // A transposed convolution is the input gradient of the convolution with the same weight,
 // and its gradients are that convolution's forward and weight gradient.
-// A 1×1 stride-1 convolution without padding runs plain GEMMs on x itself (im2col(x_n) = x_n),
-// and a convolution whose kernel equals its stride over planes it tiles exactly writes dx in
-// place of col2im (one contribution per element): the same chains of products either way.
+// A 1×1 stride-1 convolution without padding runs its backward as plain GEMMs on x itself
+// (im2col(x_n) = x_n), and a convolution whose kernel equals its stride over planes it tiles
+// exactly writes dx in place of col2im (one contribution per element): the same chains of
+// products either way.
 
 import CBLAS
 
@@ -113,13 +114,6 @@ extension Kernels {
                         let xp = padded ? padPlanes(xi, channels: c, h: h, w: w, top: g.padH, bottom: g.padH,
                                                     left: g.padW, right: g.padW) : []
                         let out = py.baseAddress! + img * o * p
-                        if kh == 1 && kw == 1 && g.strideH == 1 && g.strideW == 1 && !padded {
-                            // A 1×1 convolution's im2col matrix is x_i [C, S] itself: a plain GEMM,
-                            // the same chains of products as through the index maps.
-                            gemmGeneric(transA: false, transB: false, m: o, n: p, k: k, a: pw.baseAddress!, lda: k,
-                                        b: xi, ldb: p, c: out, ldc: p, accumulate: bias != nil)
-                            continue
-                        }
                         let run = { (base: UnsafePointer<T>) in
                             gemmMappedB(m: o, n: p, k: k, a: pw.baseAddress!, lda: k, transA: false, base: base,
                                         rowOff: rowOff, colOff: colOff, c: out, ldc: p,
@@ -237,13 +231,14 @@ extension Kernels {
     ) -> [T] {
         let hp = h + 2 * g.padH, wp = w + 2 * g.padW
         let p = oh * ow, k = c * kh * kw, taps = kh * kw
-        var gx = [T](repeating: 0, count: n * c * h * w)
+        let patches = kh == g.strideH && kw == g.strideW && g.padH == 0 && g.padW == 0 && g.dilationH == 1
+            && g.dilationW == 1 && h == oh * kh && w == ow * kw
+        // Every element is written below (in place for patches, else copied out of its plane).
+        var gx = outputArray(T.self, n * c * h * w, writtenWhole: k > 0 && p > 0)
         if k == 0 || p == 0 { return gx }
         // Channels per block: the block's dcol [cb·kH·kW, P] stays within about 4 MB.
         let cb = max(1, min(c, (1 << 20) / max(taps * p, 1)))
         var dcol = [T](repeating: 0, count: cb * taps * p)
-        let patches = kh == g.strideH && kw == g.strideW && g.padH == 0 && g.padW == 0 && g.dilationH == 1
-            && g.dilationW == 1 && h == oh * kh && w == ow * kw
         var plane = [T](repeating: 0, count: patches ? 0 : hp * wp)
         weight.withUnsafeBufferPointer { pw in
             gy.withUnsafeBufferPointer { pg in
