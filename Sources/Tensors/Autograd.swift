@@ -63,11 +63,24 @@ extension Tensor {
             for t in order.reversed() {
                 guard let g = grads.removeValue(forKey: ObjectIdentifier(t)) else { continue }
                 if let node = t.node {
-                    let inputGrads = Gradients.backward(node.op, inputs: node.inputs, output: t, grad: g)
+                    // Gradients already gathered for inputs the op adds into its own (each input
+                    // once: not when it is also another input of the same node).
+                    var gathered: [Tensor?] = []
+                    if Gradients.addsGathered(node.op) {
+                        gathered = node.inputs.prefix(2).enumerated().map { i, x in
+                            let unique = node.inputs.indices.allSatisfy { $0 == i || node.inputs[$0] !== x }
+                            return unique && x.tracksGradient ? grads.removeValue(forKey: ObjectIdentifier(x)) : nil
+                        }
+                    }
+                    let inputGrads = Gradients.backward(node.op, inputs: node.inputs, output: t, grad: g, gathered: gathered)
                     precondition(inputGrads.count == node.inputs.count,
                                  "backward: \(node.op) returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")
-                    for (x, gx) in zip(node.inputs, inputGrads) {
-                        guard let gx, x.tracksGradient else { continue }
+                    for (i, (x, gx)) in zip(node.inputs, inputGrads).enumerated() {
+                        guard let gx, x.tracksGradient else {
+                            // A gathered gradient taken out above goes back when the op gave none.
+                            if i < gathered.count, let back = gathered[i] { grads[ObjectIdentifier(x)] = back }
+                            continue
+                        }
                         precondition(gx.shape == x.shape,
                                      "backward: \(node.op) gave gradient \(gx.shape) for input \(x.shape)")
                         let key = ObjectIdentifier(x)

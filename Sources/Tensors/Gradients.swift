@@ -88,8 +88,18 @@ public enum Primitive: Sendable {
 }
 
 enum Gradients {
-    /// Gradients of the inputs of `op` given `g`, the gradient of `output`.
-    static func backward(_ op: Primitive, inputs x: [Tensor], output y: Tensor, grad g: Tensor) -> [Tensor?] {
+    /// Whether `backward` can add gradients already gathered for inputs 0 and 1 into its own
+    /// (`gathered`): a linear layer's x and W, whose GEMMs add them as they store.
+    static func addsGathered(_ op: Primitive) -> Bool {
+        if case .linear = op { return true }
+        return false
+    }
+
+    /// Gradients of the inputs of `op` given `g`, the gradient of `output`. `gathered[i]`
+    /// (only where `addsGathered(op)`): a gradient already gathered for input i, which the
+    /// returned gradient of input i then includes (gathered + own, as `Tensor.addRaw` adds).
+    static func backward(_ op: Primitive, inputs x: [Tensor], output y: Tensor, grad g: Tensor,
+                         gathered: [Tensor?] = []) -> [Tensor?] {
         switch op {
         case .add:
             return [reduce(g, to: x[0]), reduce(g, to: x[1])]
@@ -142,7 +152,9 @@ enum Gradients {
             let w = x[1], fout = w.shape[0], fin = w.shape[1]
             let grads = Kernels.linearBackward(g.data, x[0].data, rows: Array(x[0].shape.dropLast()).product, weight: w.data,
                                                inFeatures: fin, outFeatures: fout, needX: x[0].tracksGradient,
-                                               needW: w.tracksGradient, needBias: x.count > 2 && x[2].tracksGradient)
+                                               needW: w.tracksGradient, needBias: x.count > 2 && x[2].tracksGradient,
+                                               addX: gathered.count > 0 ? gathered[0]?.data : nil,
+                                               addW: gathered.count > 1 ? gathered[1]?.data : nil)
             var out: [Tensor?] = [grads.x.map { Tensor(shape: x[0].shape, data: $0) },
                                   grads.weight.map { Tensor(shape: w.shape, data: $0) }]
             if x.count > 2 { out.append(grads.bias.map { Tensor(shape: x[2].shape, data: $0) }) }

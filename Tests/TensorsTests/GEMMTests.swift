@@ -118,6 +118,38 @@ final class GEMMTests: XCTestCase {
         }
     }
 
+    /// D + A · B (`gemmAdding`: the backward adds a gradient gathered so far as the tiles are
+    /// stored) gives the bits of the reference product with D added afterwards: odd shapes
+    /// (partial tiles and panels, k past one block, k = 0, the few-rows path), both transposes
+    /// of A, 1 and 2 threads.
+    func testAddendBitwiseEqualToProductThenAdd() {
+        for (m, n, k) in Self.shapes + [(150, 400, 300), (600, 96, 300), (40, 600, 700)] {
+            for transA in [false, true] {
+                let lda = max(transA ? m : k, 1), ldb = max(n, 1), ldc = max(n, 1)
+                let a = Self.randn(max((transA ? k : m) * lda, 1), seed: 11), b = Self.randn(max(k * ldb, 1), seed: 12)
+                let d = Self.randn(max(m * ldc, 1), seed: 13)
+                var ref = [Float](repeating: 0, count: max(m * ldc, 1))
+                ref.withUnsafeMutableBufferPointer { c in
+                    Kernels.gemmReference(transA: transA, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b,
+                                          ldb: ldb, c: c.baseAddress!, ldc: ldc, accumulate: false)
+                }
+                for i in 0..<(m * n) { ref[i] = d[i] + ref[i] }
+                for threads in [1, 2] {
+                    let saved = Parallel.threads
+                    Parallel.threads = threads
+                    defer { Parallel.threads = saved }
+                    var ours = [Float](repeating: .nan, count: max(m * ldc, 1))
+                    ours.withUnsafeMutableBufferPointer { c in
+                        Kernels.gemmAdding(transA: transA, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b,
+                                           ldb: ldb, d: d, c: c.baseAddress!, ldc: ldc)
+                    }
+                    XCTAssertEqual(Self.bits(Array(ours.prefix(m * n))), Self.bits(Array(ref.prefix(m * n))),
+                                   "addend: m \(m) n \(n) k \(k) transA \(transA) threads \(threads)")
+                }
+            }
+        }
+    }
+
     /// At most 16 rows of C (the few-rows path with 16-lane vectors: rows in accumulators, B
     /// read in place or transposed 16 columns at a time): the reference bits for every row
     /// count class (1–4, 5–8, 9–12, 13–16), partial and whole 16-column blocks, k below, at and

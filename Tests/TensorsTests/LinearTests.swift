@@ -52,4 +52,47 @@ final class LinearTests: XCTestCase {
             if let tb { XCTAssertLessThan(S.relErr(tb.grad!.data, nb!), 1e-5) }
         }
     }
+
+    /// A tensor used by several ops gathers its gradient over the backward; a linear layer adds
+    /// the part gathered so far as its GEMMs store the tiles (`Kernels.gemmAdding`). x feeds two
+    /// linears, W serves two, z feeds a linear and a product: each gradient has the bits of its
+    /// two parts (the per-op gradients, computed alone) added, on 1 and 2 threads, with the GEMM's
+    /// driver (150 rows: partial tiles) and its few-rows path (12 rows).
+    func testGatheredGradientsBitwiseEqualToSumOfParts() {
+        let fin = 70, fout = 33
+        for rows in [150, 12] {
+            let x = S.floats(S.randn(rows * fin, seed: 1)), z = S.floats(S.randn(rows * fin, seed: 2))
+            let w = S.floats(S.randn(fout * fin, seed: 3)), w2 = S.floats(S.randn(fout * fin, seed: 4))
+            let b = S.floats(S.randn(fout, seed: 5)), c = S.floats(S.randn(rows * fin, seed: 6))
+            let u = (7..<10).map { S.floats(S.randn(rows * fout, seed: UInt64($0))) }
+            let u4 = S.floats(S.randn(rows * fin, seed: 10))
+            for threads in [1, 2] {
+                let saved = Parallel.threads
+                Parallel.threads = threads
+                defer { Parallel.threads = saved }
+                let tx = Tensor(shape: [rows, fin], data: x, requiresGrad: true)
+                let tz = Tensor(shape: [rows, fin], data: z, requiresGrad: true)
+                let tw = Tensor(shape: [fout, fin], data: w, requiresGrad: true)
+                let tw2 = Tensor(shape: [fout, fin], data: w2, requiresGrad: true)
+                let tb = Tensor(shape: [fout], data: b, requiresGrad: true)
+                func weighted(_ y: Tensor, _ v: [Float]) -> Tensor { (y * Tensor(shape: y.shape, data: v)).sum() }
+                let loss = (weighted(linear(tx, weight: tw, bias: tb), u[0]) + weighted(linear(tx, weight: tw2), u[1]))
+                    + (weighted(linear(tz, weight: tw), u[2]) + weighted(tz * Tensor(shape: [rows, fin], data: c), u4))
+                loss.backward()
+
+                func parts(_ g: [Float], _ x: [Float], _ w: [Float]) -> (x: [Float], w: [Float]) {
+                    let r = Kernels.linearBackward(g, x, rows: rows, weight: w, inFeatures: fin, outFeatures: fout,
+                                                   needX: true, needW: true, needBias: false)
+                    return (r.x!, r.weight!)
+                }
+                let p1 = parts(u[0], x, w), p2 = parts(u[1], x, w2), p3 = parts(u[2], z, w)
+                let zMul = zip(u4, c).map { $0 * $1 }
+                func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
+                XCTAssertEqual(bits(tx.grad!.data), bits(zip(p1.x, p2.x).map { $0 + $1 }), "dx rows \(rows) threads \(threads)")
+                XCTAssertEqual(bits(tw.grad!.data), bits(zip(p1.w, p3.w).map { $0 + $1 }), "dW rows \(rows) threads \(threads)")
+                XCTAssertEqual(bits(tz.grad!.data), bits(zip(p3.x, zMul).map { $0 + $1 }), "dz rows \(rows) threads \(threads)")
+                XCTAssertEqual(bits(tw2.grad!.data), bits(p2.w), "dW2 rows \(rows) threads \(threads)")
+            }
+        }
+    }
 }

@@ -193,25 +193,51 @@ extension Kernels {
 
     /// Gradients of `linear` given g [rows, out]: dx = g · W [rows, in], dW = gᵀ · x [out, in],
     /// dbias[o] = Σ_r g[r, o] (Double, row order). Each nil when not asked for.
+    /// `addX` / `addW`: gradients already gathered for x / W (`Tensor.backward`); the result is
+    /// then addX + dx (addW + dW), each element the same sum as adding the two afterwards, with
+    /// Float's addition done as the GEMM stores its tiles (`gemmAdding`).
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
     public static func linearBackward<T: BinaryFloatingPoint>(
         _ g: [T], _ x: [T], rows: Int, weight w: [T], inFeatures fin: Int, outFeatures fout: Int,
-        needX: Bool, needW: Bool, needBias: Bool
+        needX: Bool, needW: Bool, needBias: Bool, addX: [T]? = nil, addW: [T]? = nil
     ) -> (x: [T]?, weight: [T]?, bias: [T]?) {
+        precondition(addX == nil || addX!.count == rows * fin, "linearBackward: addX has \(addX!.count) values, not \(rows) x \(fin)")
+        precondition(addW == nil || addW!.count == fout * fin, "linearBackward: addW has \(addW!.count) values, not \(fout) x \(fin)")
         var gx: [T]?, gw: [T]?, gbias: [T]?
         if needX {
-            gx = batchedGEMM(batch: [], a: g, aBatch: [], transA: false, b: w, bBatch: [], transB: false,
-                             m: rows, n: fin, k: fout)
+            gx = productAdding(addX, a: g, transA: false, b: w, m: rows, n: fin, k: fout)
         }
         if needW {
-            gw = batchedGEMM(batch: [], a: g, aBatch: [], transA: true, b: x, bBatch: [], transB: false,
-                             m: fout, n: fin, k: rows)
+            gw = productAdding(addW, a: g, transA: true, b: x, m: fout, n: fin, k: rows)
         }
         if needBias {
             // Each dbias[o] the sum of column o in row order, in Double (`sum` over dim 0).
             gbias = sum(g, [rows, fout], dims: [0], keepDim: false).0
         }
         return (gx, gw, gbias)
+    }
+
+    /// d + op(A) · B ([m, n], B [k, n]), or the product alone when `d` is nil.
+    static func productAdding<T: BinaryFloatingPoint>(_ d: [T]?, a: [T], transA: Bool, b: [T],
+                                                      m: Int, n: Int, k: Int) -> [T] {
+        guard let d else {
+            return batchedGEMM(batch: [], a: a, aBatch: [], transA: transA, b: b, bBatch: [], transB: false,
+                               m: m, n: n, k: k)
+        }
+        guard T.self == Float.self, m > 0, n > 0 else {
+            let p = batchedGEMM(batch: [], a: a, aBatch: [], transA: transA, b: b, bBatch: [], transB: false,
+                                m: m, n: n, k: k)
+            return zip(d, p).map { $0 + $1 }
+        }
+        return uninitializedArray(m * n) { (c: UnsafeMutablePointer<T>) in
+            a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in d.withUnsafeBytes { pd in
+                gemmAdding(transA: transA, transB: false, m: m, n: n, k: k,
+                           a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: max(transA ? m : k, 1),
+                           b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
+                           d: pd.baseAddress!.assumingMemoryBound(to: Float.self),
+                           c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: n)
+            }}}
+        }
     }
 }

@@ -117,6 +117,29 @@ extension Kernels {
         }
     }
 
+    /// C[m, n] = D + A · B (D [m, n] with C's row stride `ldc`): each element is the sum of
+    /// `gemm` (from 0, in k order) added to D's element afterwards, so the same bits as `gemm`
+    /// followed by an elementwise D + C, without writing the product and reading it back (the
+    /// backward's gradient accumulation, `Tensor.backward`). Our kernels add D as each register
+    /// tile is stored; OpenBLAS's product is added in a second pass.
+    public static func gemmAdding(
+        transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        d: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        checkGEMM(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
+        if m == 0 || n == 0 { return }
+        switch Backend.current {
+        case .own:
+            GEMMPacked.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                            c: c, ldc: ldc, accumulate: false, threads: Parallel.threads, addend: d)
+        case .openblas:
+            gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
+                 c: c, ldc: ldc, accumulate: false)
+            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = d[i * ldc + j] + c[i * ldc + j] } }
+        }
+    }
+
     /// Our packed GEMM with an explicit SIMD width (16, 8 or 4 floats), whatever `Backend.current`:
     /// lets tests and benchmarks run the narrower kernels of other machines on this one.
     /// `aInPlace` forces A to be read unpacked (true) or packed (false); nil lets the kernel

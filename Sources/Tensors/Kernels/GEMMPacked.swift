@@ -24,7 +24,9 @@
 // k order with FMA (`addingProduct`), starting from 0 (or the bias row, for a linear layer)
 // when pc == 0 and the call does not accumulate, else from the value stored in C (the exact
 // partial sum). Threads split whole column (or row) panels of C, never k. So every element
-// has the bits of `gemmReference`.
+// has the bits of `gemmReference`. An `addend` D (`Kernels.gemmAdding`) is added to each
+// finished sum as its tile is stored after the last k block: D + s, the bits of adding D
+// afterwards.
 
 import CBLAS
 #if canImport(Glibc)
@@ -80,20 +82,29 @@ enum GEMMPacked {
     static func gemm(transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
                      a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                      c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int,
-                     width: Int = simdFloats, aInPlace: Bool? = nil, bias: UnsafePointer<Float>? = nil) {
+                     width: Int = simdFloats, aInPlace: Bool? = nil, bias: UnsafePointer<Float>? = nil,
+                     addend: UnsafePointer<Float>? = nil) {
         if aInPlace == nil && usesFewRows(m: m, n: n, k: k, transB: transB, width: width) {
             fewRows(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                     c: c, ldc: ldc, accumulate: accumulate, threads: threads, bias: bias)
+            if let addend {
+                for i in 0..<m {
+                    for j in 0..<n { c[i * ldc + j] = addend[i * ldc + j] + c[i * ldc + j] }
+                }
+            }
             return
         }
         let src = StridedB(b: b, ldb: ldb, trans: transB)
         switch width {
         case 16: driver(SIMD16<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
-                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias)
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias,
+                        addend: addend)
         case 8: driver(SIMD8<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
-                       c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias)
+                       c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias,
+                       addend: addend)
         default: driver(SIMD4<Float>.self, m: m, n: n, k: k, a: a, lda: lda, transA: transA, b: src,
-                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias)
+                        c: c, ldc: ldc, accumulate: accumulate, threads: threads, aInPlace: aInPlace, bias: bias,
+                        addend: addend)
         }
     }
 
@@ -206,19 +217,24 @@ enum GEMMPacked {
     static func driver<V: SIMD & SendableMetatype, B: PanelSourceB>(
         _ v: V.Type, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int, transA: Bool, b: B,
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, threads: Int, aInPlace: Bool? = nil,
-        bias: UnsafePointer<Float>? = nil
+        bias: UnsafePointer<Float>? = nil, addend: UnsafePointer<Float>? = nil
     ) where V.Scalar == Float {
         precondition(bias == nil || !accumulate, "GEMMPacked: a bias start needs accumulate false")
+        precondition(addend == nil || (!accumulate && bias == nil), "GEMMPacked: an addend needs accumulate false and no bias")
         if m == 0 || n == 0 { return }
         if k == 0 {
             if let bias {
                 for i in 0..<m { (c + i * ldc).update(from: bias, count: n) }
+            } else if let addend {
+                // addend + 0 (the sum a GEMM with k = 0 would give, added after it).
+                for i in 0..<m { for j in 0..<n { c[i * ldc + j] = addend[i * ldc + j] + 0 } }
             } else if !accumulate {
                 zero(c, m: m, n: n, ldc: ldc)
             }
             return
         }
         let biasP = bias.map { SendableConstPointer($0) }
+        let addP = addend.map { SendableConstPointer($0) }
         let nr = 2 * V.scalarCount
         // Split the longer side of C into whole panels; each thread packs what it needs.
         let splitColumns = n >= m
@@ -254,11 +270,12 @@ enum GEMMPacked {
                 let j0 = r.lowerBound * nr, j1 = min(n, r.upperBound * nr)
                 serial(V.self, i0: 0, i1: m, j0: j0, j1: j1, k: k, a: ap.base, lda: lda, transA: transA, b: b,
                        c: cp.base, ldc: ldc, accumulate: accumulate, packedA: sharedA?.base, inPlaceA: inPlaceA,
-                       bias: biasP?.base)
+                       bias: biasP?.base, addend: addP?.base)
             } else {
                 let i0 = r.lowerBound * mr, i1 = min(m, r.upperBound * mr)
                 serial(V.self, i0: i0, i1: i1, j0: 0, j1: n, k: k, a: ap.base, lda: lda, transA: transA, b: b,
-                       c: cp.base, ldc: ldc, accumulate: accumulate, inPlaceA: inPlaceA, bias: biasP?.base)
+                       c: cp.base, ldc: ldc, accumulate: accumulate, inPlaceA: inPlaceA, bias: biasP?.base,
+                       addend: addP?.base)
             }
         }
     }
@@ -268,7 +285,7 @@ enum GEMMPacked {
         _ v: V.Type, i0: Int, i1: Int, j0: Int, j1: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, transA: Bool, b: B,
         c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool, packedA: UnsafePointer<Float>? = nil,
-        inPlaceA: Bool = false, bias: UnsafePointer<Float>? = nil
+        inPlaceA: Bool = false, bias: UnsafePointer<Float>? = nil, addend: UnsafePointer<Float>? = nil
     ) where V.Scalar == Float {
         let nr = 2 * V.scalarCount
         let kcMax = min(kc, k)
@@ -321,6 +338,8 @@ enum GEMMPacked {
                     b.pack(v, into: bPack + q * kcb * nr, p0: pc, kc: kcb, j0: jc + q * nr, nc: min(nr, ncb - q * nr))
                 }
                 let load = accumulate || pc > 0
+                // The addend goes onto each finished sum, after the last k block.
+                let lastAddend = pc + kcb == k ? addend : nil
                 var ic = i0
                 while ic < i1 {
                     let mcb = min(mc, i1 - ic)
@@ -361,19 +380,27 @@ enum GEMMPacked {
                             let start: UnsafePointer<Float>? = load ? UnsafePointer(cOut)
                                 : biasRow.map { UnsafePointer($0 + (jc - j0) + jr) }
                             let ldStart = load ? ldOut : 0
+                            // A full tile adds the addend in the micro-kernel; a partial one below.
+                            let add = full ? lastAddend.map { $0 + (ic + ir) * ldc + jc + jr } : nil
                             if inPlaceA && h == mr {
                                 if transA {
                                     let aIn = ColumnsA(base: a + pc * lda + ic + ir, ld: lda)
-                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart)
+                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart, add)
                                 } else {
                                     let aIn = RowsA(a + (ic + ir) * lda + pc, lda)
-                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart)
+                                    runTile(v, kcb, aIn, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart, add)
                                 }
                             } else {
                                 let aP = PackedA(inPlaceA ? UnsafePointer(aPack) : UnsafePointer(aPanel))
-                                runTile(v, kcb, aP, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart)
+                                runTile(v, kcb, aP, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart, add)
                             }
-                            if !full { copyTile(from: tile, nr, to: cTile, ldc, h, w) }
+                            if !full {
+                                if let lastAddend {
+                                    let at = lastAddend + (ic + ir) * ldc + jc + jr
+                                    for r in 0..<h { for j in 0..<w { tile[r * nr + j] = at[r * ldc + j] + tile[r * nr + j] } }
+                                }
+                                copyTile(from: tile, nr, to: cTile, ldc, h, w)
+                            }
                             ir += mr
                         }
                         jr += nr
@@ -392,14 +419,15 @@ enum GEMMPacked {
                                             _ panel: (origin: UnsafePointer<Float>, rowOff: UnsafePointer<Int>)?,
                                             _ pc: Int, _ bPanel: UnsafePointer<Float>, _ narrow: Bool,
                                             _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                                            _ start: UnsafePointer<Float>?, _ lds: Int)
+                                            _ start: UnsafePointer<Float>?, _ lds: Int,
+                                            _ add: UnsafePointer<Float>? = nil)
     where V.Scalar == Float {
         if let panel {
-            microKernel(v, kcb, a, InPlaceRows(panel.origin, panel.rowOff + pc), c, ldc, start, lds)
+            microKernel(v, kcb, a, InPlaceRows(panel.origin, panel.rowOff + pc), c, ldc, start, lds, add)
         } else if narrow {
-            microKernelNarrow(v, kcb, a, PackedRows(bPanel, v), c, ldc, start, lds)
+            microKernelNarrow(v, kcb, a, PackedRows(bPanel, v), c, ldc, start, lds, add)
         } else {
-            microKernel(v, kcb, a, PackedRows(bPanel, v), c, ldc, start, lds)
+            microKernel(v, kcb, a, PackedRows(bPanel, v), c, ldc, start, lds, add)
         }
     }
 
@@ -415,10 +443,12 @@ enum GEMMPacked {
     /// column map); B's row p (2W floats) from `b`: a packed panel (`PackedRows`) or a
     /// contiguous run read in place (`InPlaceRows`). The accumulators start from `start` (rows
     /// `lds` apart: C itself, a copy, or a bias row with stride 0) or from 0; `c` any row stride.
+    /// With `add` (rows `ldc` apart), each finished sum s is stored as add + s.
     @inline(never)
     static func microKernel<V: SIMD, A: PanelA, Rows: PanelRows>(_ v: V.Type, _ kc: Int, _ a: A, _ b: Rows,
                                                       _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                                                      _ start: UnsafePointer<Float>?, _ lds: Int)
+                                                      _ start: UnsafePointer<Float>?, _ lds: Int,
+                                                      _ add: UnsafePointer<Float>? = nil)
     where V.Scalar == Float {
         let w = V.scalarCount
         var c00 = V(), c01 = V(), c10 = V(), c11 = V(), c20 = V(), c21 = V()
@@ -449,6 +479,20 @@ enum GEMMPacked {
             c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1)
         }
         let r = UnsafeMutableRawPointer(c), s = ldc * 4, o = w * 4
+        if let add {
+            let d = UnsafeRawPointer(add)
+            c00 = d.loadUnaligned(as: V.self) + c00; c01 = d.loadUnaligned(fromByteOffset: o, as: V.self) + c01
+            c10 = d.loadUnaligned(fromByteOffset: s, as: V.self) + c10
+            c11 = d.loadUnaligned(fromByteOffset: s + o, as: V.self) + c11
+            c20 = d.loadUnaligned(fromByteOffset: 2 * s, as: V.self) + c20
+            c21 = d.loadUnaligned(fromByteOffset: 2 * s + o, as: V.self) + c21
+            c30 = d.loadUnaligned(fromByteOffset: 3 * s, as: V.self) + c30
+            c31 = d.loadUnaligned(fromByteOffset: 3 * s + o, as: V.self) + c31
+            c40 = d.loadUnaligned(fromByteOffset: 4 * s, as: V.self) + c40
+            c41 = d.loadUnaligned(fromByteOffset: 4 * s + o, as: V.self) + c41
+            c50 = d.loadUnaligned(fromByteOffset: 5 * s, as: V.self) + c50
+            c51 = d.loadUnaligned(fromByteOffset: 5 * s + o, as: V.self) + c51
+        }
         r.storeBytes(of: c00, as: V.self); r.storeBytes(of: c01, toByteOffset: o, as: V.self)
         r.storeBytes(of: c10, toByteOffset: s, as: V.self); r.storeBytes(of: c11, toByteOffset: s + o, as: V.self)
         r.storeBytes(of: c20, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c21, toByteOffset: 2 * s + o, as: V.self)
@@ -462,7 +506,8 @@ enum GEMMPacked {
     @inline(never)
     static func microKernelNarrow<V: SIMD, A: PanelA, Rows: PanelRows>(_ v: V.Type, _ kc: Int, _ a: A, _ b: Rows,
                                                             _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
-                                                            _ start: UnsafePointer<Float>?, _ lds: Int)
+                                                            _ start: UnsafePointer<Float>?, _ lds: Int,
+                                                            _ add: UnsafePointer<Float>? = nil)
     where V.Scalar == Float {
         var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
         if let start {
@@ -478,6 +523,14 @@ enum GEMMPacked {
             c4 = c4.addingProduct(V(repeating: a.value(p, 4)), b0); c5 = c5.addingProduct(V(repeating: a.value(p, 5)), b0)
         }
         let r = UnsafeMutableRawPointer(c), s = ldc * 4
+        if let add {
+            let d = UnsafeRawPointer(add)
+            c0 = d.loadUnaligned(as: V.self) + c0; c1 = d.loadUnaligned(fromByteOffset: s, as: V.self) + c1
+            c2 = d.loadUnaligned(fromByteOffset: 2 * s, as: V.self) + c2
+            c3 = d.loadUnaligned(fromByteOffset: 3 * s, as: V.self) + c3
+            c4 = d.loadUnaligned(fromByteOffset: 4 * s, as: V.self) + c4
+            c5 = d.loadUnaligned(fromByteOffset: 5 * s, as: V.self) + c5
+        }
         r.storeBytes(of: c0, as: V.self); r.storeBytes(of: c1, toByteOffset: s, as: V.self)
         r.storeBytes(of: c2, toByteOffset: 2 * s, as: V.self); r.storeBytes(of: c3, toByteOffset: 3 * s, as: V.self)
         r.storeBytes(of: c4, toByteOffset: 4 * s, as: V.self); r.storeBytes(of: c5, toByteOffset: 5 * s, as: V.self)
