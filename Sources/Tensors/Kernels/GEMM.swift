@@ -136,7 +136,7 @@ extension Kernels {
         case .openblas:
             gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                  c: c, ldc: ldc, accumulate: false)
-            for i in 0..<m { for j in 0..<n { c[i * ldc + j] = d[i * ldc + j] + c[i * ldc + j] } }
+            GEMMPacked.addTile(d, ldc, to: c, ldc, m, n)
         }
     }
 

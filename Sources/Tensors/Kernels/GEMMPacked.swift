@@ -87,11 +87,7 @@ enum GEMMPacked {
         if aInPlace == nil && usesFewRows(m: m, n: n, k: k, transB: transB, width: width) {
             fewRows(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
                     c: c, ldc: ldc, accumulate: accumulate, threads: threads, bias: bias)
-            if let addend {
-                for i in 0..<m {
-                    for j in 0..<n { c[i * ldc + j] = addend[i * ldc + j] + c[i * ldc + j] }
-                }
-            }
+            if let addend { addTile(addend, ldc, to: c, ldc, m, n) }
             return
         }
         let src = StridedB(b: b, ldb: ldb, trans: transB)
@@ -225,12 +221,11 @@ enum GEMMPacked {
         if k == 0 {
             if let bias {
                 for i in 0..<m { (c + i * ldc).update(from: bias, count: n) }
-            } else if let addend {
-                // addend + 0 (the sum a GEMM with k = 0 would give, added after it).
-                for i in 0..<m { for j in 0..<n { c[i * ldc + j] = addend[i * ldc + j] + 0 } }
             } else if !accumulate {
                 zero(c, m: m, n: n, ldc: ldc)
             }
+            // The addend on the empty sums (0), as after any GEMM.
+            if let addend { addTile(addend, ldc, to: c, ldc, m, n) }
             return
         }
         let biasP = bias.map { SendableConstPointer($0) }
@@ -395,10 +390,7 @@ enum GEMMPacked {
                                 runTile(v, kcb, aP, inPlace[jr / nr], pc, bPanel, narrow, cOut, ldOut, start, ldStart, add)
                             }
                             if !full {
-                                if let lastAddend {
-                                    let at = lastAddend + (ic + ir) * ldc + jc + jr
-                                    for r in 0..<h { for j in 0..<w { tile[r * nr + j] = at[r * ldc + j] + tile[r * nr + j] } }
-                                }
+                                if let lastAddend { addTile(lastAddend + (ic + ir) * ldc + jc + jr, ldc, to: tile, nr, h, w) }
                                 copyTile(from: tile, nr, to: cTile, ldc, h, w)
                             }
                             ir += mr
@@ -436,6 +428,13 @@ enum GEMMPacked {
     static func copyTile(from s: UnsafePointer<Float>, _ ls: Int, to d: UnsafeMutablePointer<Float>, _ ld: Int,
                          _ h: Int, _ w: Int) {
         for r in 0..<h { (d + r * ld).update(from: s + r * ls, count: w) }
+    }
+
+    /// c = d + c over an h × w block (row strides `ldd` and `ldc`): an addend on finished sums
+    /// (`gemmAdding`), where the micro-kernel does not add it itself.
+    static func addTile(_ d: UnsafePointer<Float>, _ ldd: Int, to c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                        _ h: Int, _ w: Int) {
+        for r in 0..<h { for j in 0..<w { c[r * ldc + j] = d[r * ldd + j] + c[r * ldc + j] } }
     }
 
     /// The 6 × 2W register tile: C[0..<6, 0..<2W] (+)= Σ_p A(r, p) · B(p, j), p in order.
