@@ -96,7 +96,7 @@ public final class MaskDecoder: Module {
         // shuffle, LayerNorm2d is a LayerNorm over the channels. Same values as NCHW.
         var up = convTranspose2x2TokenMajor(keys, h: h, w: w, upscaleConv1)        // [B, 4hw, C/4]
         up = layerNormRows(up, weight: upscaleNorm.weight, bias: upscaleNorm.bias, eps: upscaleNorm.eps).geluVectorized()
-        up = convTranspose2x2TokenMajor(up, h: 2 * h, w: 2 * w, upscaleConv2).geluVectorized()  // [B, 16hw, C/8]
+        up = convTranspose2x2TokenMajor(up, h: 2 * h, w: 2 * w, upscaleConv2, gelu: true)        // [B, 16hw, C/8]
         var hyper: [Tensor] = []
         for i in 0..<numMaskTokens {
             hyper.append(outputHypernetworksMLPs[i](hs.narrow(dim: 1, start: 1 + i, length: 1)))  // [B, 1, C/8]
@@ -121,8 +121,9 @@ func repeatInterleave(_ x: Tensor, to b: Int) -> Tensor {
 /// `ConvTranspose2d(C, C', kernel_size=2, stride=2)` on token-major input: x [B, h·w, C]
 /// (token y·w + x) → [B, (2h)·(2w), C'] token-major. out[2y+dy, 2x+dx, c'] =
 /// Σ_c x[y, x, c]·W[c, c', dy, dx] + bias[c'] as one Linear to [B, h, w, dy, dx, C'] and a
-/// pixel shuffle.
-func convTranspose2x2TokenMajor(_ x: Tensor, h: Int, w: Int, _ conv: ConvTranspose2d) -> Tensor {
+/// pixel shuffle; with `gelu`, the shuffle and the GELU after it are one op
+/// (`geluPixelShuffle2x2`, the same bits).
+func convTranspose2x2TokenMajor(_ x: Tensor, h: Int, w: Int, _ conv: ConvTranspose2d, gelu: Bool = false) -> Tensor {
     precondition(conv.kernelSize == 2 && conv.stride == 2 && conv.padding == 0 && conv.outputPadding == 0
                  && conv.dilation == 1, "convTranspose2x2TokenMajor: needs kernel 2, stride 2, no padding")
     precondition(x.rank == 3 && x.shape[1] == h * w && x.shape[2] == conv.inChannels,
@@ -130,6 +131,7 @@ func convTranspose2x2TokenMajor(_ x: Tensor, h: Int, w: Int, _ conv: ConvTranspo
     let (b, c, co) = (x.shape[0], conv.inChannels, conv.outChannels)
     let weight = conv.weight.permute([2, 3, 1, 0]).reshape([4 * co, c])              // [(dy, dx, c'), c]
     let bias = conv.bias.map { $0.unsqueeze(0).expand([4, co]).reshape([4 * co]) }
-    return linear(x, weight: weight, bias: bias).reshape([b, h, w, 2, 2, co]).permute([0, 1, 3, 2, 4, 5])
-        .reshape([b, 4 * h * w, co])
+    let y = linear(x, weight: weight, bias: bias)                                     // [B, h·w, (dy, dx, c')]
+    if gelu { return geluPixelShuffle2x2(y, h: h, w: w) }
+    return y.reshape([b, h, w, 2, 2, co]).permute([0, 1, 3, 2, 4, 5]).reshape([b, 4 * h * w, co])
 }

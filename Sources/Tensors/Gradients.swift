@@ -76,6 +76,8 @@ public enum Primitive: Sendable {
     case multiHeadAttention(AttentionGeometry, probs: [Float])
     // GELU with the vectorised erf: input [x].
     case geluVectorized
+    // ConvTranspose2d(k=2, s=2)'s pixel shuffle, then GELU: input [y [B, h·w, 4·C]].
+    case geluPixelShuffle2x2(h: Int, w: Int)
     // a · bᵀ per batch for small a: inputs [a [B, M, K], b [B, N, K]].
     case matmulNT
     // LayerNorm over contiguous rows: inputs [x] + [weight] + [bias] when present; row statistics kept.
@@ -265,6 +267,10 @@ enum Gradients {
             return out
         case .geluVectorized:
             return [Tensor(shape: x[0].shape, data: Kernels.geluVectorizedBackward(g.data, x[0].data))]
+        case .geluPixelShuffle2x2(let h, let w):
+            let y = x[0].shape
+            return [Tensor(shape: y, data: Kernels.geluPixelShuffle2x2Backward(g.data, x[0].data, batch: y[0], h: h, w: w,
+                                                                                channels: y[2] / 4))]
         case .matmulNT:
             let (a, b) = (x[0].shape, x[1].shape)
             let r = Kernels.matmulNTBackward(g.data, x[0].data, x[1].data, batch: a[0], m: a[1], n: b[1], k: a[2],

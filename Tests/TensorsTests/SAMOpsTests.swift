@@ -151,6 +151,34 @@ final class SAMOpsTests: XCTestCase {
         XCTAssertLessThan(relErr(x.grad!.data, expected), 1e-6)
     }
 
+    /// The fused pixel shuffle + GELU against the permute then `geluVectorized`, bit for bit,
+    /// forward and backward: runs of 2C floats that are a multiple of 16 (C = 32, SAM's decoder)
+    /// and that are not (C = 7: a 14-float run, all tail), batch 2, on 1 and 2 threads.
+    func testGELUPixelShuffle2x2BitwiseEqualToPermuteThenGELU() {
+        for (b, h, w, c) in [(2, 3, 5, 7), (1, 8, 6, 32)] {
+            let y = randn([b, h * w, 4 * c], 2, grad: true), u = randn([b, 4 * h * w, c])
+            for threads in [1, 2] {
+                Parallel.threads = threads
+                y.zeroGrad()
+                let fused = geluPixelShuffle2x2(y, h: h, w: w)
+                (fused * u).sum().backward()
+                let fusedGrad = y.grad!.data
+                y.zeroGrad()
+                let composite = y.reshape([b, h, w, 2, 2, c]).permute([0, 1, 3, 2, 4, 5]).reshape([b, 4 * h * w, c])
+                    .geluVectorized()
+                (composite * u).sum().backward()
+                XCTAssertEqual(fused.shape, [b, 4 * h * w, c])
+                XCTAssertEqual(fused.data.map(\.bitPattern), composite.data.map(\.bitPattern), "forward \((b, h, w, c)) t=\(threads)")
+                XCTAssertEqual(fusedGrad.map(\.bitPattern), y.grad!.data.map(\.bitPattern), "backward \((b, h, w, c)) t=\(threads)")
+                // One element by hand: out[b=last, pixel (2i+1, 2j), c] = gelu(y[b, i·w + j, (2·1 + 0)·C + c]).
+                let (bi, i, j, ch) = (b - 1, h - 1, w / 2, c - 1)
+                let v = y.data[(bi * h * w + i * w + j) * 4 * c + 2 * c + ch]
+                let want = (v * 0.5) * (1 + Kernels.erfFloat(v * 0.70710678118654752440))
+                XCTAssertEqual(fused.data[(bi * 4 * h * w + (2 * i + 1) * 2 * w + 2 * j) * c + ch].bitPattern, want.bitPattern)
+            }
+        }
+    }
+
     // MARK: attention forward
 
     /// The composite SAM computes: split heads, (q kᵀ) / s or (q·s) kᵀ, softmax, @ v, merge.

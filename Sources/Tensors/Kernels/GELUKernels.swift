@@ -97,17 +97,7 @@ extension Kernels {
     /// GELU of every element of `x`.
     public static func geluVectorized(_ x: [Float]) -> [Float] {
         chunkedElementwise(x, x, count: x.count) { range, xs, _, os in
-            var i = range.lowerBound
-            while i + 16 <= range.upperBound {
-                let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
-                let y = (v * 0.5) * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
-                UnsafeMutableRawPointer(os + i).storeBytes(of: y, as: SIMD16<Float>.self)
-                i += 16
-            }
-            for i in i..<range.upperBound {
-                let v = xs[i]
-                os[i] = (v * 0.5) * (1 + erfFloat(v * 0.70710678118654752440))
-            }
+            geluRun(xs + range.lowerBound, into: os + range.lowerBound, count: range.count)
         }
     }
 
@@ -115,21 +105,101 @@ extension Kernels {
     public static func geluVectorizedBackward(_ g: [Float], _ x: [Float]) -> [Float] {
         precondition(g.count == x.count, "geluVectorizedBackward: \(g.count) gradients for \(x.count) inputs")
         return chunkedElementwise(x, g, count: x.count) { range, xs, gs, os in
-            var i = range.lowerBound
-            while i + 16 <= range.upperBound {
-                let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
-                let gv = UnsafeRawPointer(gs + i).loadUnaligned(as: SIMD16<Float>.self)
-                let cdf = 0.5 * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
-                let pdf = expFloat16(-0.5 * (v * v)) * SIMD16(repeating: 0.39894228040143267794)
-                UnsafeMutableRawPointer(os + i).storeBytes(of: gv * cdf.addingProduct(v, pdf), as: SIMD16<Float>.self)
-                i += 16
-            }
-            for i in i..<range.upperBound {
-                let v = xs[i]
-                let cdf = 0.5 * (1 + erfFloat(v * 0.70710678118654752440))
-                let pdf = expFloat(-0.5 * (v * v)) * 0.39894228040143267794
-                os[i] = gs[i] * cdf.addingProduct(v, pdf)
-            }
+            geluBackwardRun(xs + range.lowerBound, gs + range.lowerBound, into: os + range.lowerBound,
+                            count: range.count)
+        }
+    }
+
+    /// GELU of ConvTranspose2d(k=2, s=2)'s output with its sub-pixels put in place, in one pass:
+    /// y [B, h·w, 4·C] (token i·w + j, columns (dy, dx, c)) → out [B, 2h·2w, C] (token-major),
+    /// out[b, (2i + dy)·2w + 2j + dx, c] = GELU(y[b, i·w + j, (2·dy + dx)·C + c]). The values of
+    /// the pixel-shuffle permute followed by `geluVectorized`, without the permuted copy.
+    public static func geluPixelShuffle2x2(_ y: [Float], batch: Int, h: Int, w: Int, channels c: Int) -> [Float] {
+        precondition(y.count == batch * h * w * 4 * c,
+                     "geluPixelShuffle2x2: \(y.count) values are not [\(batch), \(h)·\(w), 4·\(c)]")
+        return pixelShuffle2x2Runs(y, y, batch: batch, h: h, w: w, channels: c) { src, _, dst, n in
+            geluRun(src, into: dst, count: n)
+        }
+    }
+
+    /// dy [B, h·w, 4·C] of `geluPixelShuffle2x2` from g [B, 2h·2w, C]: each element
+    /// g · GELU'(y) with g read from the sub-pixel's place, as `geluVectorizedBackward`.
+    public static func geluPixelShuffle2x2Backward(_ g: [Float], _ y: [Float], batch: Int, h: Int, w: Int,
+                                                   channels c: Int) -> [Float] {
+        precondition(g.count == y.count && y.count == batch * h * w * 4 * c,
+                     "geluPixelShuffle2x2Backward: \(g.count) gradients, \(y.count) inputs for [\(batch), \(h)·\(w), 4·\(c)]")
+        return pixelShuffle2x2Runs(y, g, batch: batch, h: h, w: w, channels: c, gradient: true) { src, gs, dst, n in
+            geluBackwardRun(src, gs, into: dst, count: n)
+        }
+    }
+
+    /// Walks the 2·C-float runs that a 2 × 2 pixel shuffle moves: run (b, i, dy, j) is
+    /// y[b, i·w + j, dy·2C ..< (dy + 1)·2C] and out[b, (2i + dy)·2w + 2j, 0 ..< 2C]. Forward:
+    /// `run(y run, -, out run, 2C)`; with `gradient`: `run(y run, g's out run, dy's y run, 2C)`.
+    /// Output rows (b, 2i + dy) are split over the threads.
+    private static func pixelShuffle2x2Runs(
+        _ y: [Float], _ g: [Float], batch: Int, h: Int, w: Int, channels c: Int, gradient: Bool = false,
+        _ run: @Sendable (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+    ) -> [Float] {
+        let n = y.count, rows = batch * h * 2, runLength = 2 * c
+        return [Float](unsafeUninitializedCapacity: n) { buf, initialized in
+            defer { initialized = n }
+            guard n > 0 else { return }
+            y.withUnsafeBufferPointer { py in g.withUnsafeBufferPointer { pg in
+                let yp = SendableConstPointer(py.baseAddress!), gp = SendableConstPointer(pg.baseAddress!)
+                let op = SendablePointer(buf.baseAddress!)
+                Parallel.forEachChunk(rows, grain: max(1, (1 << 16) / max(1, w * runLength))) { r in
+                    for row in r {
+                        let (bi, dy) = (row / 2, row % 2)     // bi = b·h + i
+                        for j in 0..<w {
+                            let inner = (bi * w + j) * 4 * c + dy * runLength
+                            let outer = (row * w + j) * runLength
+                            if gradient {
+                                run(yp.base + inner, gp.base + outer, op.base + inner, runLength)
+                            } else {
+                                run(yp.base + inner, gp.base, op.base + outer, runLength)
+                            }
+                        }
+                    }
+                }
+            }}
+        }
+    }
+
+    /// GELU of `count` floats: 16 lanes at a time (`erfFloat16`), the tail with `erfFloat`.
+    @inline(__always)
+    static func geluRun(_ xs: UnsafePointer<Float>, into os: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
+            let y = (v * 0.5) * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
+            UnsafeMutableRawPointer(os + i).storeBytes(of: y, as: SIMD16<Float>.self)
+            i += 16
+        }
+        for i in i..<count {
+            let v = xs[i]
+            os[i] = (v * 0.5) * (1 + erfFloat(v * 0.70710678118654752440))
+        }
+    }
+
+    /// g · GELU'(x) of `count` floats, as `geluRun`.
+    @inline(__always)
+    static func geluBackwardRun(_ xs: UnsafePointer<Float>, _ gs: UnsafePointer<Float>,
+                                into os: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 16 <= count {
+            let v = UnsafeRawPointer(xs + i).loadUnaligned(as: SIMD16<Float>.self)
+            let gv = UnsafeRawPointer(gs + i).loadUnaligned(as: SIMD16<Float>.self)
+            let cdf = 0.5 * (1 + erfFloat16(v * SIMD16(repeating: 0.70710678118654752440)))
+            let pdf = expFloat16(-0.5 * (v * v)) * SIMD16(repeating: 0.39894228040143267794)
+            UnsafeMutableRawPointer(os + i).storeBytes(of: gv * cdf.addingProduct(v, pdf), as: SIMD16<Float>.self)
+            i += 16
+        }
+        for i in i..<count {
+            let v = xs[i]
+            let cdf = 0.5 * (1 + erfFloat(v * 0.70710678118654752440))
+            let pdf = expFloat(-0.5 * (v * v)) * 0.39894228040143267794
+            os[i] = gs[i] * cdf.addingProduct(v, pdf)
         }
     }
 }

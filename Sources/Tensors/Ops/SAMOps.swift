@@ -51,6 +51,19 @@ extension Tensor {
     }
 }
 
+/// `ConvTranspose2d(k=2, s=2)`'s pixel shuffle followed by GELU, in one pass over the data:
+/// y [B, h·w, 4·C] (token-major, the convolution as a Linear to columns (dy, dx, c)) →
+/// [B, 2h·2w, C] token-major. The same values and gradient, bit for bit, as
+/// `y.reshape([B, h, w, 2, 2, C]).permute([0, 1, 3, 2, 4, 5]).reshape([B, 4hw, C]).geluVectorized()`
+/// (SAM's mask decoder: the second upscaling convolution and its activation).
+public func geluPixelShuffle2x2(_ y: Tensor, h: Int, w: Int) -> Tensor {
+    precondition(y.rank == 3 && y.shape[1] == h * w && y.shape[2] % 4 == 0,
+                 "geluPixelShuffle2x2: input \(y.shape) must be [B, \(h)·\(w), 4·C]")
+    let (b, c) = (y.shape[0], y.shape[2] / 4)
+    return record(Tensor(shape: [b, 4 * h * w, c], data: Kernels.geluPixelShuffle2x2(y.data, batch: b, h: h, w: w, channels: c)),
+                  [y], .geluPixelShuffle2x2(h: h, w: w))
+}
+
 /// a · bᵀ per batch for a small `a`: a [B, M, K], b [B, N, K] → [B, M, N] (SAM's mask product,
 /// hypernetwork weights [B, 4, 32] against upscaled features [B, 65536, 32]). Same values as
 /// `matmul(a, b.transpose(1, 2))` (each sum in k order with FMA) without the transpose and
