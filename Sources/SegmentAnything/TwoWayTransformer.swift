@@ -32,13 +32,15 @@ public final class Attention: Module {
     }
 
     /// q [B, Nq, C], k [B, Nk, C], v [B, Nk, C] → [B, Nq, C]:
-    /// out_proj(softmax(q_h k_hᵀ / √(I/NH)) v_h over heads), on the fused attention op.
-    public func callAsFunction(q: Tensor, k: Tensor, v: Tensor) -> Tensor {
+    /// out_proj(softmax(q_h k_hᵀ / √(I/NH)) v_h over heads), on the fused attention op;
+    /// with `residual` [B, Nq, C], residual + that, added as out_proj's GEMM stores (the same bits).
+    public func callAsFunction(q: Tensor, k: Tensor, v: Tensor, residual: Tensor? = nil) -> Tensor {
         let internalDim = qProj.outFeatures
         let headDim = internalDim / numHeads
         let o = multiHeadAttention(q: apply(qProj, q), k: apply(kProj, k), v: apply(vProj, v), numHeads: numHeads,
                                    scale: .divide(Float(Double(headDim).squareRoot())))
-        return apply(outProj, o)
+        guard let residual else { return apply(outProj, o) }
+        return linear(o, weight: outProj.weight, bias: outProj.bias, adding: residual)
     }
 }
 
@@ -95,7 +97,7 @@ public final class TwoWayAttentionBlock: Module {
         qs = apply(norm2, qs + crossAttnTokenToImage(q: qs + queryPE, k: k, v: keys))
         qs = apply(norm3, qs + mlp(qs))
 
-        let ks = apply(norm4, keys + crossAttnImageToToken(q: k, k: qs + queryPE, v: qs))
+        let ks = apply(norm4, crossAttnImageToToken(q: k, k: qs + queryPE, v: qs, residual: keys))
         return (qs, ks)
     }
 }

@@ -28,6 +28,8 @@ public enum Primitive: Sendable {
     case matmul
     // linear: inputs [x, weight] or [x, weight, bias]; y = x·Wᵀ + b over the last dim.
     case linear
+    // r + linear(x, weight, bias): inputs [x, weight, r] or [x, weight, bias, r].
+    case linearAdding(hasBias: Bool)
     // conv2d (NCHW, groups 1): inputs [x, weight] or [x, weight, bias].
     case conv2d(Conv2dGeometry)
     // conv_transpose2d (groups 1): inputs [x, weight [C, O, kH, kW]] or [x, weight, bias].
@@ -93,8 +95,10 @@ enum Gradients {
     /// Whether `backward` can add gradients already gathered for inputs 0 and 1 into its own
     /// (`gathered`): a linear layer's x and W, whose GEMMs add them as they store.
     static func addsGathered(_ op: Primitive) -> Bool {
-        if case .linear = op { return true }
-        return false
+        switch op {
+        case .linear, .linearAdding: return true
+        default: return false
+        }
     }
 
     /// Gradients of the inputs of `op` given `g`, the gradient of `output`. `gathered[i]`
@@ -150,16 +154,20 @@ enum Gradients {
             let (ga, gb) = Kernels.matmulBackward(g.data, x[0].data, x[0].shape, x[1].data, x[1].shape,
                                                   needA: x[0].tracksGradient, needB: x[1].tracksGradient)
             return [ga.map { Tensor(shape: x[0].shape, data: $0) }, gb.map { Tensor(shape: x[1].shape, data: $0) }]
-        case .linear:
+        case .linear, .linearAdding:
+            // The residual of `linearAdding` (last input) gets g itself.
+            var hasBias = x.count > 2, residual = false
+            if case .linearAdding(let b) = op { (hasBias, residual) = (b, true) }
             let w = x[1], fout = w.shape[0], fin = w.shape[1]
             let grads = Kernels.linearBackward(g.data, x[0].data, rows: Array(x[0].shape.dropLast()).product, weight: w.data,
                                                inFeatures: fin, outFeatures: fout, needX: x[0].tracksGradient,
-                                               needW: w.tracksGradient, needBias: x.count > 2 && x[2].tracksGradient,
+                                               needW: w.tracksGradient, needBias: hasBias && x[2].tracksGradient,
                                                addX: gathered.count > 0 ? gathered[0]?.data : nil,
                                                addW: gathered.count > 1 ? gathered[1]?.data : nil)
             var out: [Tensor?] = [grads.x.map { Tensor(shape: x[0].shape, data: $0) },
                                   grads.weight.map { Tensor(shape: w.shape, data: $0) }]
-            if x.count > 2 { out.append(grads.bias.map { Tensor(shape: x[2].shape, data: $0) }) }
+            if hasBias { out.append(grads.bias.map { Tensor(shape: x[2].shape, data: $0) }) }
+            if residual { out.append(Tensor(shape: x[x.count - 1].shape, data: g.data)) }
             return out
         case .conv2d(let geometry):
             let r = Kernels.conv2dBackward(g.data, x: x[0].data, x[0].shape, weight: x[1].data, x[1].shape, geometry,

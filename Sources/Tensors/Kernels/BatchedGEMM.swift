@@ -153,13 +153,18 @@ extension Kernels {
     }
 
     /// nn.Linear on `rows` vectors: y[rows, out] = x[rows, in] · Wᵀ + bias, W [out, in].
-    /// Each y[r, o] is bias[o] (or 0) plus the products in input order (FMA).
+    /// Each y[r, o] is bias[o] (or 0) plus the products in input order (FMA). With `adding` D
+    /// [rows, out]: D + y, each element D's value plus the finished y[r, o] (`linear(adding:)`).
     @_specialize(exported: true, where T == Float)
     @_specialize(exported: true, where T == Double)
     public static func linear<T: BinaryFloatingPoint>(_ x: [T], rows: Int, weight w: [T], bias: [T]?,
-                                                      inFeatures fin: Int, outFeatures fout: Int) -> [T] {
+                                                      inFeatures fin: Int, outFeatures fout: Int,
+                                                      adding d: [T]? = nil) -> [T] {
         let count = rows * fout
-        return [T](unsafeUninitializedCapacity: count) { py, initialized in
+        precondition(d == nil || d!.count == count, "linear: the addend has \(d!.count) values, not \(rows) x \(fout)")
+        // An addend D: D + y, added as our Float GEMM stores its tiles, else afterwards.
+        let fused = d != nil && T.self == Float.self && Backend.current == .own && fin > 0
+        let y = [T](unsafeUninitializedCapacity: count) { py, initialized in
             defer { initialized = count }
             guard count > 0, let y = py.baseAddress else { return }
             // Rows start at the bias (`gemmRowBias`) or at 0.
@@ -175,7 +180,18 @@ extension Kernels {
             }
             x.withUnsafeBufferPointer { px in
                 w.withUnsafeBufferPointer { pw in
-                    if let bias {
+                    if fused, let d {
+                        d.withUnsafeBytes { pd in (bias ?? []).withUnsafeBufferPointer { pb in
+                            let f = { (p: UnsafePointer<T>) in UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
+                            checkGEMM(transA: false, transB: true, m: rows, n: fout, k: fin, lda: fin, ldb: fin, ldc: fout)
+                            GEMMPacked.gemm(transA: false, transB: true, m: rows, n: fout, k: fin,
+                                            a: f(px.baseAddress!), lda: fin, b: f(pw.baseAddress!), ldb: fin,
+                                            c: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self), ldc: fout,
+                                            accumulate: false, threads: Parallel.threads,
+                                            bias: bias == nil ? nil : f(pb.baseAddress!),
+                                            addend: pd.baseAddress!.assumingMemoryBound(to: Float.self))
+                        }}
+                    } else if let bias {
                         bias.withUnsafeBufferPointer { pb in
                             gemmRowBias(transA: false, transB: true, m: rows, n: fout, k: fin,
                                         a: px.baseAddress!, lda: fin, b: pw.baseAddress!, ldb: fin,
@@ -189,6 +205,8 @@ extension Kernels {
                 }
             }
         }
+        guard let d, !fused else { return y }
+        return zip(d, y).map { $0 + $1 }
     }
 
     /// Gradients of `linear` given g [rows, out]: dx = g · W [rows, in], dW = gᵀ · x [out, in],

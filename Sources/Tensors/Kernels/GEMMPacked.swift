@@ -216,7 +216,7 @@ enum GEMMPacked {
         bias: UnsafePointer<Float>? = nil, addend: UnsafePointer<Float>? = nil
     ) where V.Scalar == Float {
         precondition(bias == nil || !accumulate, "GEMMPacked: a bias start needs accumulate false")
-        precondition(addend == nil || (!accumulate && bias == nil), "GEMMPacked: an addend needs accumulate false and no bias")
+        precondition(addend == nil || !accumulate, "GEMMPacked: an addend needs accumulate false")
         if m == 0 || n == 0 { return }
         if k == 0 {
             if let bias {
