@@ -115,6 +115,10 @@ public final class TwoWayTransformer: Module {
          .module("norm_final_attn", normFinalAttn)]
     }
 
+    /// The last image PE without a gradient (its values and shape) and its token-major copy
+    /// [B, h·w, C]: a refiner's masks share one PE, so the permute runs once, not once per mask.
+    private var keyPECache: (pe: [Float], shape: [Int], tokens: Tensor)?
+
     public init(depth: Int, embeddingDim: Int, numHeads: Int, mlpDim: Int, attentionDownsampleRate: Int = 2,
                 layerNormEps: Double = 1e-5, rng: inout PhiloxRNG) {
         var layers: [TwoWayAttentionBlock] = []
@@ -136,7 +140,13 @@ public final class TwoWayTransformer: Module {
                      "TwoWayTransformer: image embedding \(imageEmbedding.shape) and PE \(imagePE.shape) must be equal [B, C, h, w]")
         let (b, c, h, w) = (imageEmbedding.shape[0], imageEmbedding.shape[1], imageEmbedding.shape[2], imageEmbedding.shape[3])
         let keys0 = imageEmbedding.reshape([b, c, h * w]).permute([0, 2, 1])
-        let keyPE = imagePE.reshape([b, c, h * w]).permute([0, 2, 1])
+        let keyPE: Tensor
+        if let cached = keyPECache, !imagePE.tracksGradient, cached.shape == imagePE.shape, cached.pe == imagePE.data {
+            keyPE = cached.tokens
+        } else {
+            keyPE = imagePE.reshape([b, c, h * w]).permute([0, 2, 1])
+            keyPECache = imagePE.tracksGradient ? nil : (imagePE.data, imagePE.shape, keyPE)
+        }
         var queries = pointEmbedding, keys = keys0
         for layer in layers {
             (queries, keys) = layer(queries: queries, keys: keys, queryPE: pointEmbedding, keyPE: keyPE)

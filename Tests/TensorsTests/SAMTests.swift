@@ -172,6 +172,34 @@ final class SAMTests: XCTestCase {
         XCTAssertEqual(report.comparisons.count, 2)
     }
 
+    /// The transformer keeps the token-major image PE of its last call: a second call with the
+    /// same PE gives the bits of a fresh transformer's call, and a PE with other values is
+    /// permuted anew, not taken from the last call.
+    func testTwoWayTransformerReusesImagePEOnlyForTheSameValues() {
+        func make() -> TwoWayTransformer {
+            var rng = PhiloxRNG(seed: 21)
+            return TwoWayTransformer(depth: 2, embeddingDim: 16, numHeads: 2, mlpDim: 32, rng: &rng)
+        }
+        var rng = PhiloxRNG(seed: 22)
+        func randn(_ shape: [Int]) -> Tensor { Tensor(shape: shape, data: (0..<shape.product).map { _ in rng.nextNormal() }) }
+        let image = randn([1, 16, 3, 4]), tokens = randn([1, 5, 16])
+        let pe = randn([1, 16, 3, 4]), otherPE = randn([1, 16, 3, 4])
+        func bits(_ r: (Tensor, Tensor)) -> [UInt32] { (r.0.data + r.1.data).map(\.bitPattern) }
+        let reused = make()
+        _ = reused(imageEmbedding: image, imagePE: pe, pointEmbedding: tokens)
+        XCTAssertEqual(bits(reused(imageEmbedding: image, imagePE: pe, pointEmbedding: tokens)),
+                       bits(make()(imageEmbedding: image, imagePE: pe, pointEmbedding: tokens)))
+        let fresh = bits(make()(imageEmbedding: image, imagePE: otherPE, pointEmbedding: tokens))
+        XCTAssertEqual(bits(reused(imageEmbedding: image, imagePE: otherPE, pointEmbedding: tokens)), fresh)
+        XCTAssertNotEqual(bits(make()(imageEmbedding: image, imagePE: pe, pointEmbedding: tokens)), fresh)
+        // Other tensor objects: equal values are reused, other values are not.
+        let expected = bits(make()(imageEmbedding: image, imagePE: pe, pointEmbedding: tokens))
+        XCTAssertEqual(bits(reused(imageEmbedding: image, imagePE: Tensor(shape: pe.shape, data: pe.data),
+                                   pointEmbedding: tokens)), expected)
+        XCTAssertEqual(bits(reused(imageEmbedding: image, imagePE: Tensor(shape: pe.shape, data: otherPE.data),
+                                   pointEmbedding: tokens)), fresh)
+    }
+
     /// Point prompts: pe(p + ½) plus the label's embedding; label −1 (and the padding point
     /// added without a box) is not_a_point_embed alone.
     func testPointPrompts() throws {
