@@ -50,6 +50,26 @@ final class ShapeOpsTests: XCTestCase {
         }
     }
 
+    /// Float sums over a middle or leading dim with many columns (the vector path: 64 columns
+    /// per group, 16 per vector, the rest one by one): bit for bit each column's Double sum in
+    /// row order, rounded to Float, on 1 and 2 threads. Values spread over 2^-20 … 2^20, so any
+    /// other order changes bits.
+    func testFloatColumnSumsMatchRowOrderReference() {
+        for (shape, dim) in [([2, 37, 200], 1), ([300, 70], 0), ([5, 16], 0)] {
+            var rng = PhiloxRNG(seed: 12)
+            let x = (0..<shape.product).map { i in rng.nextNormal() * Float(1 << (i % 41)) / Float(1 << 20) }
+            let outer = Array(shape[..<dim]).product, r = shape[dim], inner = Array(shape[(dim + 1)...]).product
+            var expected = [Double](repeating: 0, count: outer * inner)
+            for a in 0..<outer { for q in 0..<r { for j in 0..<inner { expected[a * inner + j] += Double(x[(a * r + q) * inner + j]) } } }
+            for threads in [1, 2] {
+                Parallel.threads = threads
+                let (y, _) = Kernels.sum(x, shape, dims: [dim], keepDim: false)
+                XCTAssertEqual(y.map(\.bitPattern), expected.map { Float($0).bitPattern }, "shape \(shape) dim \(dim) t=\(threads)")
+            }
+        }
+        Parallel.threads = Parallel.defaultThreadCount()
+    }
+
     func testNarrowCropAndPad() {
         let x = Tensor(shape: [1, 2, 3, 4], data: (0..<24).map { Float($0) }, requiresGrad: true)
         let c = x.crop(top: 1, left: 1, height: 2, width: 2)
