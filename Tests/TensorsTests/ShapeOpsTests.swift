@@ -52,12 +52,16 @@ final class ShapeOpsTests: XCTestCase {
 
     /// Float sums over a middle or leading dim with many columns (the vector path: 64 columns
     /// per group, 16 per vector, the rest one by one): bit for bit each column's Double sum in
-    /// row order, rounded to Float, on 1 and 2 threads. Values spread over 2^-20 … 2^20, so any
-    /// other order changes bits.
+    /// row order, rounded to Float, on 1 and 2 threads. Rows cycle through +2^50, a value near 1
+    /// and −2^50, so the running sum rounds the small values to quarters, differently in another
+    /// order: summing the rows in reverse fails this test.
     func testFloatColumnSumsMatchRowOrderReference() {
         for (shape, dim) in [([2, 37, 200], 1), ([300, 70], 0), ([5, 16], 0)] {
             var rng = PhiloxRNG(seed: 12)
-            let x = (0..<shape.product).map { i in rng.nextNormal() * Float(1 << (i % 41)) / Float(1 << 20) }
+            let x = (0..<shape.product).map { i -> Float in
+                let q = i / shape[shape.count - 1]
+                return q % 3 == 1 ? rng.nextNormal() : (q % 3 == 0 ? 1 : -1) * Float(1 << 50)
+            }
             let outer = Array(shape[..<dim]).product, r = shape[dim], inner = Array(shape[(dim + 1)...]).product
             var expected = [Double](repeating: 0, count: outer * inner)
             for a in 0..<outer { for q in 0..<r { for j in 0..<inner { expected[a * inner + j] += Double(x[(a * r + q) * inner + j]) } } }
