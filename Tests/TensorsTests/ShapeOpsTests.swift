@@ -50,11 +50,10 @@ final class ShapeOpsTests: XCTestCase {
         }
     }
 
-    /// Float sums over a middle or leading dim with many columns (the vector path: 64 columns
-    /// per group, 16 per vector, the rest one by one): bit for bit each column's Double sum in
-    /// row order, rounded to Float, on 1 and 2 threads. Rows cycle through +2^50, a value near 1
-    /// and −2^50, so the running sum rounds the small values to quarters, differently in another
-    /// order: summing the rows in reverse fails this test.
+    /// Float sums over a middle or leading dim with many columns (a linear layer's bias
+    /// gradient): bit for bit each column's Double sum in row order, rounded to Float, on 1 and 2
+    /// threads. Rows cycle through +2^50, a value near 1 and −2^50, so the running sum rounds the
+    /// small values to quarters, differently in another order: summing the rows in reverse fails.
     func testFloatColumnSumsMatchRowOrderReference() {
         for (shape, dim) in [([2, 37, 200], 1), ([300, 70], 0), ([5, 16], 0)] {
             var rng = PhiloxRNG(seed: 12)

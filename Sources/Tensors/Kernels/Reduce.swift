@@ -32,11 +32,6 @@ extension Kernels {
                             for i in 0..<cn { sums[o0 + i] = s[i] }
                             o0 += 4
                         }
-                    } else if T.self == Float.self {
-                        let xf = UnsafeRawPointer(xs).assumingMemoryBound(to: Float.self)
-                        for a in 0..<outer {
-                            columnSumsFloat(xf + a * r * inner, rows: r, columns: inner, into: sums + a * inner)
-                        }
                     } else {
                         for a in 0..<outer {
                             let dst = sums + a * inner
@@ -66,44 +61,6 @@ extension Kernels {
             }
         }
         return (acc.map { T($0) }, outShape)
-    }
-
-    /// sums[j] += Σ_q x[q, j] for x [rows, columns], each column's sum in Double in row order
-    /// (the order of `sum`'s loop), 64 columns at a time in vector lanes (8 chains of eight
-    /// Doubles) and the last columns one by one; column ranges split over the threads (a linear
-    /// layer's bias gradient over thousands of rows).
-    static func columnSumsFloat(_ x: UnsafePointer<Float>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Double>) {
-        let groups = (columns + 63) / 64
-        let xp = SendableConstPointer(x), sp = SendablePointer(sums)
-        Parallel.forEachChunk(groups, grain: max(1, (1 << 16) / max(1, 64 * rows))) { range in
-            for gi in range {
-                let c0 = gi * 64, width = Swift.min(64, columns - c0)
-                let vectors = width / 16
-                var acc = [SIMD8<Double>](repeating: SIMD8(), count: 8)
-                acc.withUnsafeMutableBufferPointer { a in
-                    let s = a.baseAddress!
-                    for q in 0..<rows {
-                        let row = UnsafeRawPointer(xp.base + q * columns + c0)
-                        for v in 0..<vectors {
-                            let e = row.loadUnaligned(fromByteOffset: 64 * v, as: SIMD16<Float>.self)
-                            s[2 * v] += flmm_widen8(e.lowHalf)
-                            s[2 * v + 1] += flmm_widen8(e.highHalf)
-                        }
-                    }
-                    for v in 0..<vectors {
-                        for l in 0..<8 {
-                            sp[c0 + 16 * v + l] += s[2 * v][l]
-                            sp[c0 + 16 * v + 8 + l] += s[2 * v + 1][l]
-                        }
-                    }
-                }
-                for j in (c0 + 16 * vectors)..<(c0 + width) {
-                    var t = sp[j]
-                    for q in 0..<rows { t += Double(xp[q * columns + j]) }
-                    sp[j] = t
-                }
-            }
-        }
     }
 
     /// Gradient of `sum`: broadcasts `g` back over the reduced dims.
