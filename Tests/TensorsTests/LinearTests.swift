@@ -99,7 +99,8 @@ final class LinearTests: XCTestCase {
     /// `linear(x, weight:, bias:, adding: r)` against `r + linear(x, ...)`: the output and every
     /// gradient bit for bit (r's gradient is the upstream one), with and without a bias, through
     /// the GEMM's driver (150 rows: partial tiles) and its few-rows path (12 rows), on 1 and 2
-    /// threads; and the Double kernel (the finite-difference path) the same sums.
+    /// threads, with our kernels and with OpenBLAS (the product, then the residual added); and the
+    /// Double kernel (the finite-difference path) the same sums.
     func testLinearAddingBitwiseEqualToResidualPlusLinear() {
         let fin = 70, fout = 33
         for rows in [150, 12] {
@@ -107,10 +108,10 @@ final class LinearTests: XCTestCase {
                 let x = S.floats(S.randn(rows * fin, seed: 11)), w = S.floats(S.randn(fout * fin, seed: 12))
                 let b = S.floats(S.randn(fout, seed: 13)), r = S.floats(S.randn(rows * fout, seed: 14))
                 let u = S.floats(S.randn(rows * fout, seed: 15))
-                for threads in [1, 2] {
-                    let saved = Parallel.threads
-                    Parallel.threads = threads
-                    defer { Parallel.threads = saved }
+                for (threads, backend) in [(1, Backend.own), (2, .own), (2, .openblas)] {
+                    let (saved, savedBackend) = (Parallel.threads, Backend.current)
+                    (Parallel.threads, Backend.current) = (threads, backend)
+                    defer { (Parallel.threads, Backend.current) = (saved, savedBackend) }
                     func run(fused: Bool) -> [[UInt32]] {
                         let tx = Tensor(shape: [rows, fin], data: x, requiresGrad: true)
                         let tw = Tensor(shape: [fout, fin], data: w, requiresGrad: true)
@@ -121,7 +122,8 @@ final class LinearTests: XCTestCase {
                         return [y.data, tx.grad!.data, tw.grad!.data, tr.grad!.data, tb?.grad!.data ?? []]
                             .map { $0.map(\.bitPattern) }
                     }
-                    XCTAssertEqual(run(fused: true), run(fused: false), "rows \(rows) bias \(hasBias) threads \(threads)")
+                    XCTAssertEqual(run(fused: true), run(fused: false),
+                                   "rows \(rows) bias \(hasBias) threads \(threads) \(backend)")
                 }
                 let xd = x.map(Double.init), wd = w.map(Double.init), rd = r.map(Double.init)
                 let bd = hasBias ? b.map(Double.init) : nil

@@ -161,10 +161,15 @@ extension Kernels {
                                                       inFeatures fin: Int, outFeatures fout: Int,
                                                       adding d: [T]? = nil) -> [T] {
         let count = rows * fout
-        precondition(d == nil || d!.count == count, "linear: the addend has \(d!.count) values, not \(rows) x \(fout)")
-        // An addend D: D + y, added as our Float GEMM stores its tiles, else afterwards.
-        let fused = d != nil && T.self == Float.self && Backend.current == .own && fin > 0
-        let y = [T](unsafeUninitializedCapacity: count) { py, initialized in
+        if let d {
+            precondition(d.count == count, "linear: the addend has \(d.count) values, not \(rows) x \(fout)")
+            // Float: D added as the GEMM stores (`gemmAdding`); other scalars: afterwards.
+            guard T.self == Float.self, count > 0, fin > 0 else {
+                return zip(d, linear(x, rows: rows, weight: w, bias: bias, inFeatures: fin, outFeatures: fout)).map { $0 + $1 }
+            }
+            return floatProductAdding(d, a: x, transA: false, b: w, transB: true, m: rows, n: fout, k: fin, bias: bias)
+        }
+        return [T](unsafeUninitializedCapacity: count) { py, initialized in
             defer { initialized = count }
             guard count > 0, let y = py.baseAddress else { return }
             // Rows start at the bias (`gemmRowBias`) or at 0.
@@ -180,18 +185,7 @@ extension Kernels {
             }
             x.withUnsafeBufferPointer { px in
                 w.withUnsafeBufferPointer { pw in
-                    if fused, let d {
-                        d.withUnsafeBytes { pd in (bias ?? []).withUnsafeBufferPointer { pb in
-                            let f = { (p: UnsafePointer<T>) in UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
-                            checkGEMM(transA: false, transB: true, m: rows, n: fout, k: fin, lda: fin, ldb: fin, ldc: fout)
-                            GEMMPacked.gemm(transA: false, transB: true, m: rows, n: fout, k: fin,
-                                            a: f(px.baseAddress!), lda: fin, b: f(pw.baseAddress!), ldb: fin,
-                                            c: UnsafeMutableRawPointer(y).assumingMemoryBound(to: Float.self), ldc: fout,
-                                            accumulate: false, threads: Parallel.threads,
-                                            bias: bias == nil ? nil : f(pb.baseAddress!),
-                                            addend: pd.baseAddress!.assumingMemoryBound(to: Float.self))
-                        }}
-                    } else if let bias {
+                    if let bias {
                         bias.withUnsafeBufferPointer { pb in
                             gemmRowBias(transA: false, transB: true, m: rows, n: fout, k: fin,
                                         a: px.baseAddress!, lda: fin, b: pw.baseAddress!, ldb: fin,
@@ -205,8 +199,6 @@ extension Kernels {
                 }
             }
         }
-        guard let d, !fused else { return y }
-        return zip(d, y).map { $0 + $1 }
     }
 
     /// Gradients of `linear` given g [rows, out]: dx = g · W [rows, in], dW = gᵀ · x [out, in],
@@ -243,19 +235,27 @@ extension Kernels {
             return batchedGEMM(batch: [], a: a, aBatch: [], transA: transA, b: b, bBatch: [], transB: false,
                                m: m, n: n, k: k)
         }
-        guard T.self == Float.self, m > 0, n > 0 else {
+        guard T.self == Float.self, m > 0, n > 0, k > 0 else {
             let p = batchedGEMM(batch: [], a: a, aBatch: [], transA: transA, b: b, bBatch: [], transB: false,
                                 m: m, n: n, k: k)
             return zip(d, p).map { $0 + $1 }
         }
+        return floatProductAdding(d, a: a, transA: transA, b: b, transB: false, m: m, n: n, k: k, bias: nil)
+    }
+
+    /// d + op(A) · op(B) ([m, n] with m, n, k > 0; each row of the product starting from `bias`
+    /// [n] when given) through `gemmAdding`, for T = Float.
+    private static func floatProductAdding<T: BinaryFloatingPoint>(_ d: [T], a: [T], transA: Bool, b: [T], transB: Bool,
+                                                                   m: Int, n: Int, k: Int, bias: [T]?) -> [T] {
+        precondition(T.self == Float.self, "floatProductAdding: Float only")
+        func f(_ p: UnsafeRawBufferPointer) -> UnsafePointer<Float> { p.baseAddress!.assumingMemoryBound(to: Float.self) }
         return uninitializedArray(m * n) { (c: UnsafeMutablePointer<T>) in
-            a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in d.withUnsafeBytes { pd in
-                gemmAdding(transA: transA, transB: false, m: m, n: n, k: k,
-                           a: pa.baseAddress!.assumingMemoryBound(to: Float.self), lda: max(transA ? m : k, 1),
-                           b: pb.baseAddress!.assumingMemoryBound(to: Float.self), ldb: n,
-                           d: pd.baseAddress!.assumingMemoryBound(to: Float.self),
+            a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in d.withUnsafeBytes { pd in (bias ?? []).withUnsafeBytes { pbias in
+                gemmAdding(transA: transA, transB: transB, m: m, n: n, k: k,
+                           a: f(pa), lda: max(transA ? m : k, 1), b: f(pb), ldb: max(transB ? k : n, 1),
+                           bias: bias == nil ? nil : f(pbias), d: f(pd),
                            c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: n)
-            }}}
+            }}}}
         }
     }
 }

@@ -118,24 +118,26 @@ extension Kernels {
     }
 
     /// C[m, n] = D + A · B (D [m, n] with C's row stride `ldc`): each element is the sum of
-    /// `gemm` (from 0, in k order) added to D's element afterwards, so the same bits as `gemm`
-    /// followed by an elementwise D + C, without writing the product and reading it back (the
-    /// backward's gradient accumulation, `Tensor.backward`). Our kernels add D as each register
+    /// `gemm` (from 0, in k order, or from `bias` [n] as `gemmRowBias`) added to D's element
+    /// afterwards, so the same bits as `gemm` followed by an elementwise D + C, without writing
+    /// the product and reading it back (the backward's gradient accumulation, `Tensor.backward`;
+    /// a residual after a linear layer, `linear(adding:)`). Our kernels add D as each register
     /// tile is stored; OpenBLAS's product is added in a second pass.
     public static func gemmAdding(
         transA: Bool, transB: Bool, m: Int, n: Int, k: Int,
         a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-        d: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int
+        bias: UnsafePointer<Float>? = nil, d: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         checkGEMM(transA: transA, transB: transB, m: m, n: n, k: k, lda: lda, ldb: ldb, ldc: ldc)
         if m == 0 || n == 0 { return }
         switch Backend.current {
         case .own:
             GEMMPacked.gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                            c: c, ldc: ldc, accumulate: false, threads: Parallel.threads, addend: d)
+                            c: c, ldc: ldc, accumulate: false, threads: Parallel.threads, bias: bias, addend: d)
         case .openblas:
+            if let bias { for r in 0..<m { (c + r * ldc).update(from: bias, count: n) } }
             gemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: ldb,
-                 c: c, ldc: ldc, accumulate: false)
+                 c: c, ldc: ldc, accumulate: bias != nil)
             GEMMPacked.addTile(d, ldc, to: c, ldc, m, n)
         }
     }
