@@ -76,6 +76,9 @@ public enum Primitive: Sendable {
     // Fused multi-head attention: inputs [q, k, v] or [q, k, v, rh, rw]; the softmax
     // probabilities of the forward are kept for the closed-form backward.
     case multiHeadAttention(AttentionGeometry, probs: [Float])
+    // Multi-head attention with the key and value projections folded in: inputs [k, v, q,
+    // kWeight, kBias, vWeight, vBias]; Q', P and O' of the forward kept for the backward.
+    case foldedAttention(FoldedAttentionGeometry, saved: FoldedAttentionSaved<Float>)
     // GELU with the vectorised erf: input [x].
     case geluVectorized
     // ConvTranspose2d(k=2, s=2)'s pixel shuffle, then GELU: input [y [B, h·w, 4·C]].
@@ -93,10 +96,11 @@ public enum Primitive: Sendable {
 
 enum Gradients {
     /// Whether `backward` can add gradients already gathered for inputs 0 and 1 into its own
-    /// (`gathered`): a linear layer's x and W, whose GEMMs add them as they store.
+    /// (`gathered`): a linear layer's x and W, the folded attention's k and v, whose GEMMs add
+    /// them as they store.
     static func addsGathered(_ op: Primitive) -> Bool {
         switch op {
-        case .linear, .linearAdding: return true
+        case .linear, .linearAdding, .foldedAttention: return true
         default: return false
         }
     }
@@ -273,6 +277,17 @@ enum Gradients {
                 out += [Tensor(shape: x[3].shape, data: drh), Tensor(shape: x[4].shape, data: drw)]
             }
             return out
+        case .foldedAttention(let geometry, let saved):
+            let r = Kernels.foldedAttentionBackward(g.data, q: x[2].data, k: x[0].data, v: x[1].data,
+                                                    kWeight: x[3].data, kBias: x[4].data, vWeight: x[5].data,
+                                                    saved: saved, geometry,
+                                                    needK: x[0].tracksGradient, needV: x[1].tracksGradient,
+                                                    addK: gathered.count > 0 ? gathered[0]?.data : nil,
+                                                    addV: gathered.count > 1 ? gathered[1]?.data : nil)
+            return [r.dk.map { Tensor(shape: x[0].shape, data: $0) }, r.dv.map { Tensor(shape: x[1].shape, data: $0) },
+                    Tensor(shape: x[2].shape, data: r.dq), Tensor(shape: x[3].shape, data: r.dkWeight),
+                    Tensor(shape: x[4].shape, data: r.dkBias), Tensor(shape: x[5].shape, data: r.dvWeight),
+                    Tensor(shape: x[6].shape, data: r.dvBias)]
         case .geluVectorized:
             return [Tensor(shape: x[0].shape, data: Kernels.geluVectorizedBackward(g.data, x[0].data))]
         case .geluPixelShuffle2x2(let h, let w):

@@ -1,5 +1,6 @@
 // Ops for SAM's large tensors, each a primitive with a closed-form backward: fused multi-head
-// attention on the [B, N, NH·d] layout (Kernels/AttentionKernels.swift), GELU with a vectorised
+// attention on the [B, N, NH·d] layout (Kernels/AttentionKernels.swift), the same with the key and
+// value projections folded in (Kernels/FoldedAttentionKernels.swift), GELU with a vectorised
 // erf (Kernels/GELUKernels.swift), a · bᵀ for a small a (Kernels/SmallMatmulKernels.swift) and
 // LayerNorm over contiguous rows (Kernels/RowNormKernels.swift).
 // Each replaces a composite of general ops whose copies and passes dominated SAM's step.
@@ -40,6 +41,34 @@ public func multiHeadAttention(q: Tensor, k: Tensor, v: Tensor, numHeads: Int, s
     let (out, probs) = Kernels.attentionForward(q: q.data, k: k.data, v: v.data, rh: relPos?.rh.data,
                                                 rw: relPos?.rw.data, g, keepProbs: needGrad)
     return record(Tensor(shape: [b, nq, iv], data: out), inputs, .multiHeadAttention(g, probs: probs ?? []))
+}
+
+/// softmax(q_h (k Wkᵀ + bk)_hᵀ / s) (v Wvᵀ + bv)_h for every head h, with the key and value
+/// projections folded into the queries and the output instead of applied to every key and value
+/// (Kernels/FoldedAttentionKernels.swift): SAM's `Attention` from its projected queries to the
+/// input of `out_proj`, for few queries against many keys.
+/// - q: [B, Nq, I] (projected), k: [B, Nk, C], v: [B, Nk, C], kWeight, vWeight: [I, C],
+///   kBias, vBias: [I] → [B, Nq, I]; head h is columns h·d ..< (h+1)·d, I = numHeads·d
+/// - scale: the logits are divided by it (SAM: √d)
+/// Gradients reach q, k, v and the four projection tensors. Equal to `multiHeadAttention` on
+/// the projected keys and values up to float rounding, not bit for bit.
+public func foldedMultiHeadAttention(q: Tensor, k: Tensor, v: Tensor, kWeight: Tensor, kBias: Tensor,
+                                     vWeight: Tensor, vBias: Tensor, numHeads: Int, scale: Float) -> Tensor {
+    precondition(q.rank == 3 && k.rank == 3 && v.rank == 3 && k.shape == v.shape && k.shape[0] == q.shape[0],
+                 "foldedMultiHeadAttention: q \(q.shape), k \(k.shape), v \(v.shape) must be [B, Nq, I], [B, Nk, C], [B, Nk, C]")
+    let (b, nq, inner, nk, c) = (q.shape[0], q.shape[1], q.shape[2], k.shape[1], k.shape[2])
+    precondition(numHeads > 0 && inner % numHeads == 0,
+                 "foldedMultiHeadAttention: \(numHeads) heads do not divide the query width \(inner)")
+    precondition(kWeight.shape == [inner, c] && vWeight.shape == [inner, c] && kBias.shape == [inner] && vBias.shape == [inner],
+                 "foldedMultiHeadAttention: k/v weights \(kWeight.shape), \(vWeight.shape) and biases \(kBias.shape), \(vBias.shape) must be [\(inner), \(c)] and [\(inner)]")
+    let g = FoldedAttentionGeometry(batch: b, heads: numHeads, nq: nq, nk: nk, channels: c, headDim: inner / numHeads,
+                                    scale: scale)
+    let inputs = [k, v, q, kWeight, kBias, vWeight, vBias]
+    let needGrad = Autograd.isEnabled && inputs.contains { $0.tracksGradient }
+    let r = Kernels.foldedAttentionForward(q: q.data, k: k.data, v: v.data, kWeight: kWeight.data, kBias: kBias.data,
+                                           vWeight: vWeight.data, vBias: vBias.data, g, keep: needGrad)
+    return record(Tensor(shape: [b, nq, inner], data: r.out), inputs,
+                  .foldedAttention(g, saved: r.saved ?? FoldedAttentionSaved(qk: [], probs: [], pv: [])))
 }
 
 extension Tensor {

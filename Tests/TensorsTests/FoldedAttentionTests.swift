@@ -1,0 +1,199 @@
+// Multi-head attention with the key and value projections folded in (foldedMultiHeadAttention):
+// against the unfolded form (projections, then the fused attention) in Float, forward and every
+// gradient, with and without gradients gathered before it for k and v; its kernel's backward
+// against finite differences in Double; bitwise equality on 1 and 2 threads; and which SAM
+// attention calls fold.
+
+import Foundation
+import XCTest
+import SegmentAnything
+import Tensors
+
+final class FoldedAttentionTests: XCTestCase {
+    var rng = PhiloxRNG(seed: 2024)
+
+    func randn(_ shape: [Int], _ scale: Float = 1, grad: Bool = false) -> Tensor {
+        Tensor(shape: shape, data: (0..<shape.product).map { _ in scale * rng.nextNormal() }, requiresGrad: grad)
+    }
+
+    func relErr(_ a: [Float], _ b: [Float]) -> Double {
+        var d = 0.0, n = 0.0
+        for (x, y) in zip(a, b) { d += Double(x - y) * Double(x - y); n += Double(y) * Double(y) }
+        return n > 0 ? (d / n).squareRoot() : d.squareRoot()
+    }
+
+    func norm(_ a: [Float]) -> Double { a.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot() }
+
+    override func tearDown() { Parallel.threads = Parallel.defaultThreadCount() }
+
+    /// The folded op and the unfolded form on the same tensors: the output and the gradients of
+    /// q, k, v, Wk, Wv, bv (relative error), and bk (analytically zero: both within float noise of
+    /// 0 against the size of Wk's gradient). `gatherFirst`: k and v also feed terms of the loss
+    /// after it, whose gradients the backward gathers before the attention's adds its own.
+    func checkAgainstUnfolded(b: Int, nq: Int, nk: Int, heads: Int, d: Int, c: Int, gatherFirst: Bool,
+                              file: StaticString = #filePath, line: UInt = #line) {
+        let inner = heads * d
+        let q = randn([b, nq, inner], grad: true), k = randn([b, nk, c], grad: true), v = randn([b, nk, c], grad: true)
+        let wk = randn([inner, c], 0.2, grad: true), bk = randn([inner], 0.5, grad: true)
+        let wv = randn([inner, c], 0.2, grad: true), bv = randn([inner], 0.5, grad: true)
+        let u = randn([b, nq, inner]), uk = randn([b, nk, c]), uv = randn([b, nk, c])
+        let scale = Float(Double(d).squareRoot())
+        let params = [q, k, v, wk, bk, wv, bv]
+        func run(folded: Bool) -> (out: [Float], grads: [[Float]]) {
+            for t in params { t.zeroGrad() }
+            let o = folded
+                ? foldedMultiHeadAttention(q: q, k: k, v: v, kWeight: wk, kBias: bk, vWeight: wv, vBias: bv,
+                                           numHeads: heads, scale: scale)
+                : multiHeadAttention(q: q, k: linear(k, weight: wk, bias: bk), v: linear(v, weight: wv, bias: bv),
+                                     numHeads: heads, scale: .divide(scale))
+            var loss = (o * u).sum()
+            if gatherFirst { loss = loss + (k * uk).sum() + (v * uv).sum() }
+            loss.backward()
+            return (o.data, params.map { $0.grad!.data })
+        }
+        let f = run(folded: true), r = run(folded: false)
+        let tag = "b \(b) nq \(nq) nk \(nk) heads \(heads) d \(d) c \(c) gatherFirst \(gatherFirst)"
+        XCTAssertLessThan(relErr(f.out, r.out), 2e-6, tag, file: file, line: line)
+        for (i, name) in ["q", "k", "v", "Wk", "bk", "Wv", "bv"].enumerated() where name != "bk" {
+            XCTAssertLessThan(relErr(f.grads[i], r.grads[i]), 1e-5, "\(name): \(tag)", file: file, line: line)
+        }
+        let scaleWk = norm(r.grads[3])
+        XCTAssertLessThan(norm(f.grads[4]), 1e-5 * scaleWk, "bk (folded): \(tag)", file: file, line: line)
+        XCTAssertLessThan(norm(r.grads[4]), 1e-5 * scaleWk, "bk (unfolded): \(tag)", file: file, line: line)
+    }
+
+    func testFoldedAttentionMatchesUnfolded() {
+        // A batch of two with a tail of keys past a multiple of 16; SAM's decoder at 1200 keys
+        // (8 heads of 16, 12 tokens, C = 256); one head.
+        checkAgainstUnfolded(b: 2, nq: 3, nk: 37, heads: 2, d: 4, c: 12, gatherFirst: false)
+        checkAgainstUnfolded(b: 2, nq: 3, nk: 37, heads: 2, d: 4, c: 12, gatherFirst: true)
+        checkAgainstUnfolded(b: 1, nq: 12, nk: 1200, heads: 8, d: 16, c: 256, gatherFirst: true)
+        checkAgainstUnfolded(b: 1, nq: 5, nk: 64, heads: 1, d: 8, c: 20, gatherFirst: false)
+    }
+
+    /// k and v the same tensor (no gradient gathered for either: autograd adds the two).
+    func testFoldedAttentionWithKeysAsValues() {
+        let (b, nq, nk, heads, d, c) = (1, 4, 50, 2, 4, 10)
+        let q = randn([b, nq, heads * d], grad: true), x = randn([b, nk, c], grad: true)
+        let wk = randn([heads * d, c], 0.3, grad: true), bk = randn([heads * d], grad: true)
+        let wv = randn([heads * d, c], 0.3, grad: true), bv = randn([heads * d], grad: true)
+        let u = randn([b, nq, heads * d])
+        (foldedMultiHeadAttention(q: q, k: x, v: x, kWeight: wk, kBias: bk, vWeight: wv, vBias: bv, numHeads: heads,
+                                  scale: 2) * u).sum().backward()
+        let folded = x.grad!.data
+        x.zeroGrad()
+        (multiHeadAttention(q: q, k: linear(x, weight: wk, bias: bk), v: linear(x, weight: wv, bias: bv),
+                            numHeads: heads, scale: .divide(2)) * u).sum().backward()
+        XCTAssertLessThan(relErr(folded, x.grad!.data), 1e-5)
+    }
+
+    func testFoldedAttentionBackwardFiniteDifferencesInDouble() {
+        let g = FoldedAttentionGeometry(batch: 2, heads: 2, nq: 3, nk: 19, channels: 5, headDim: 3, scale: 1.7)
+        func r(_ n: Int) -> [Double] { (0..<n).map { _ in Double(rng.nextNormal()) } }
+        // q, k, v, kWeight, kBias, vWeight, vBias
+        var x = [r(g.batch * g.nq * g.inner), r(g.batch * g.nk * g.channels), r(g.batch * g.nk * g.channels),
+                 r(g.inner * g.channels), r(g.inner), r(g.inner * g.channels), r(g.inner)]
+        let u = r(g.batch * g.nq * g.inner)
+        func loss(_ x: [[Double]]) -> Double {
+            let o = Kernels.foldedAttentionForward(q: x[0], k: x[1], v: x[2], kWeight: x[3], kBias: x[4], vWeight: x[5],
+                                                   vBias: x[6], g, keep: false).out
+            return zip(o, u).reduce(0) { $0 + $1.0 * $1.1 }
+        }
+        let fwd = Kernels.foldedAttentionForward(q: x[0], k: x[1], v: x[2], kWeight: x[3], kBias: x[4], vWeight: x[5],
+                                                 vBias: x[6], g, keep: true)
+        let gr = Kernels.foldedAttentionBackward(u, q: x[0], k: x[1], v: x[2], kWeight: x[3], kBias: x[4], vWeight: x[5],
+                                                 saved: fwd.saved!, g, needK: true, needV: true)
+        let analytic = [gr.dq, gr.dk!, gr.dv!, gr.dkWeight, gr.dkBias, gr.dvWeight, gr.dvBias]
+        var worst = 0.0
+        for t in 0..<x.count {
+            XCTAssertEqual(analytic[t].count, x[t].count)
+            for i in 0..<x[t].count {
+                let (h, x0) = (1e-6, x[t][i])
+                x[t][i] = x0 + h
+                let lp = loss(x)
+                x[t][i] = x0 - h
+                let lm = loss(x)
+                x[t][i] = x0
+                worst = max(worst, abs((lp - lm) / (2 * h) - analytic[t][i]) / max(1, abs((lp - lm) / (2 * h))))
+            }
+        }
+        XCTAssertLessThan(worst, 1e-7)
+        // The key bias shifts every logit of a row by the same amount: its gradient is zero.
+        XCTAssertLessThan(gr.dkBias.map(abs).max()!, 1e-12)
+
+        // Gathered gradients: addK + dk and addV + dv.
+        let addK = r(x[1].count), addV = r(x[2].count)
+        let ga = Kernels.foldedAttentionBackward(u, q: x[0], k: x[1], v: x[2], kWeight: x[3], kBias: x[4], vWeight: x[5],
+                                                 saved: fwd.saved!, g, needK: true, needV: true, addK: addK, addV: addV)
+        XCTAssertEqual(ga.dk!, zip(addK, gr.dk!).map { $0 + $1 })
+        XCTAssertEqual(ga.dv!, zip(addV, gr.dv!).map { $0 + $1 })
+    }
+
+    /// Float: the gathered gradients are added as the GEMM stores (addK + dk, element by element
+    /// the same bits as adding afterwards).
+    func testFoldedAttentionGatheredGradientsBitwiseEqualToAddingAfterwards() {
+        let g = FoldedAttentionGeometry(batch: 1, heads: 8, nq: 12, nk: 300, channels: 64, headDim: 8, scale: Float(8.0.squareRoot()))
+        func r(_ n: Int) -> [Float] { (0..<n).map { _ in rng.nextNormal() } }
+        let (q, k, v) = (r(g.nq * g.inner), r(g.nk * g.channels), r(g.nk * g.channels))
+        let (wk, bk, wv, bv) = (r(g.inner * g.channels), r(g.inner), r(g.inner * g.channels), r(g.inner))
+        let u = r(g.nq * g.inner), addK = r(k.count), addV = r(v.count)
+        let saved = Kernels.foldedAttentionForward(q: q, k: k, v: v, kWeight: wk, kBias: bk, vWeight: wv, vBias: bv, g,
+                                                   keep: true).saved!
+        let plain = Kernels.foldedAttentionBackward(u, q: q, k: k, v: v, kWeight: wk, kBias: bk, vWeight: wv, saved: saved, g,
+                                                    needK: true, needV: true)
+        let added = Kernels.foldedAttentionBackward(u, q: q, k: k, v: v, kWeight: wk, kBias: bk, vWeight: wv, saved: saved, g,
+                                                    needK: true, needV: true, addK: addK, addV: addV)
+        XCTAssertEqual(added.dk!.map(\.bitPattern), zip(addK, plain.dk!).map { ($0 + $1).bitPattern })
+        XCTAssertEqual(added.dv!.map(\.bitPattern), zip(addV, plain.dv!).map { ($0 + $1).bitPattern })
+        XCTAssertEqual(added.dq.map(\.bitPattern), plain.dq.map(\.bitPattern))
+    }
+
+    func testFoldedAttentionBitwiseOnOneAndTwoThreads() {
+        let (nq, nk, heads, d, c) = (12, 1100, 8, 16, 256)
+        let q = randn([1, nq, heads * d], grad: true), k = randn([1, nk, c], grad: true), v = randn([1, nk, c], grad: true)
+        let wk = randn([heads * d, c], 0.1, grad: true), bk = randn([heads * d], grad: true)
+        let wv = randn([heads * d, c], 0.1, grad: true), bv = randn([heads * d], grad: true)
+        let u = randn([1, nq, heads * d])
+        func run() -> [Float] {
+            for t in [q, k, v, wk, bk, wv, bv] { t.zeroGrad() }
+            let o = foldedMultiHeadAttention(q: q, k: k, v: v, kWeight: wk, kBias: bk, vWeight: wv, vBias: bv,
+                                             numHeads: heads, scale: 4)
+            (o * u).sum().backward()
+            return o.data + [q, k, v, wk, bk, wv, bv].flatMap { $0.grad!.data }
+        }
+        Parallel.threads = 1
+        let one = run()
+        Parallel.threads = 2
+        let two = run()
+        XCTAssertEqual(one.map(\.bitPattern), two.map(\.bitPattern))
+    }
+
+    /// SAM's decoder folds its token-to-image attention (12 tokens; 8 heads × 12 < 128) over a
+    /// 64 × 64 embedding, but not its image-to-token attention, not 16 tokens (8 × 16 = 128), and
+    /// not ShapesWorld's TinySAM (256 image positions).
+    func testWhichAttentionCallsFold() {
+        var rng = PhiloxRNG(seed: 1)
+        let sam = Attention(embeddingDim: 256, numHeads: 8, downsampleRate: 2, rng: &rng)
+        XCTAssertTrue(sam.foldsKeyValueProjections(queries: 12, keys: 4096))
+        XCTAssertTrue(sam.foldsKeyValueProjections(queries: 15, keys: 1024))
+        XCTAssertFalse(sam.foldsKeyValueProjections(queries: 16, keys: 4096))
+        XCTAssertFalse(sam.foldsKeyValueProjections(queries: 12, keys: 1023))
+        XCTAssertFalse(sam.foldsKeyValueProjections(queries: 4096, keys: 12))
+        let tiny = Attention(embeddingDim: 64, numHeads: 4, downsampleRate: 2, rng: &rng)
+        XCTAssertFalse(tiny.foldsKeyValueProjections(queries: 7, keys: 256))
+
+        // The module's two paths agree (1024 keys folds; the same call on 1023 keys does not, and
+        // its output is the unfolded form's).
+        let q = randn([1, 12, 256]), k = randn([1, 1024, 256]), v = randn([1, 1024, 256])
+        let folded = sam(q: q, k: k, v: v)
+        let unfolded = sam.outProj(multiHeadAttention(q: sam.qProj(q), k: sam.kProj(k), v: sam.vProj(v), numHeads: 8,
+                                                      scale: .divide(4)))
+        XCTAssertLessThan(relErr(folded.data, unfolded.data), 2e-6)
+        XCTAssertNotEqual(folded.data.map(\.bitPattern), unfolded.data.map(\.bitPattern))
+        let k2 = k.narrow(dim: 1, start: 0, length: 1023), v2 = v.narrow(dim: 1, start: 0, length: 1023)
+        let plain = sam(q: q, k: k2, v: v2)
+        let plainRef = sam.outProj(multiHeadAttention(q: sam.qProj(q), k: sam.kProj(k2), v: sam.vProj(v2), numHeads: 8,
+                                                      scale: .divide(4)))
+        XCTAssertEqual(plain.data.map(\.bitPattern), plainRef.data.map(\.bitPattern))
+    }
+}
