@@ -33,11 +33,19 @@ public final class Attention: Module {
 
     /// q [B, Nq, C], k [B, Nk, C], v [B, Nk, C] → [B, Nq, C]:
     /// out_proj(softmax(q_h k_hᵀ / √(I/NH)) v_h over heads), on the fused attention op, or with
-    /// the key and value projections folded in (`foldsKeyValueProjections`);
+    /// the key and value projections folded in (`foldsKeyValueProjections`), or the query and
+    /// output projections (`foldsQueryOutputProjections`);
     /// with `residual` [B, Nq, C], residual + that, added as out_proj's GEMM stores (the same bits).
     public func callAsFunction(q: Tensor, k: Tensor, v: Tensor, residual: Tensor? = nil) -> Tensor {
         let internalDim = qProj.outFeatures
         let headDim = internalDim / numHeads
+        if let qBias = qProj.bias, let outBias = outProj.bias,
+           foldsQueryOutputProjections(queries: q.shape[1], keys: k.shape[1]) {
+            return queryFoldedMultiHeadAttention(x: q, k: apply(kProj, k), v: apply(vProj, v), qWeight: qProj.weight,
+                                                 qBias: qBias, outWeight: outProj.weight, outBias: outBias,
+                                                 adding: residual, numHeads: numHeads,
+                                                 scale: Float(Double(headDim).squareRoot()))
+        }
         let o: Tensor
         if let kBias = kProj.bias, let vBias = vProj.bias, foldsKeyValueProjections(queries: q.shape[1], keys: k.shape[1]) {
             o = foldedMultiHeadAttention(q: apply(qProj, q), k: k, v: v, kWeight: kProj.weight, kBias: kBias,
@@ -56,18 +64,26 @@ extension Attention {
     /// Whether a call with `queries` queries and `keys` keys folds the key and value projections
     /// into the queries and the output (`foldedMultiHeadAttention`): when the heads' query rows
     /// are fewer than the projected width (NH·Nq < I, so fewer multiply-adds than projecting
-    /// every key and value) and there are at least `foldingMinKeys` keys. SAM's token-to-image
+    /// every key and value) and there are at least `foldingMinLength` keys. SAM's token-to-image
     /// attention (12 tokens, 4096 image positions) folds.
     public func foldsKeyValueProjections(queries: Int, keys: Int) -> Bool {
-        numHeads * queries < qProj.outFeatures && keys >= Self.foldingMinKeys
+        numHeads * queries < qProj.outFeatures && keys >= Self.foldingMinLength
     }
 
-    /// Fewest keys for the folded form. Not a speed limit: measured here, folding is faster at 256
-    /// keys too (forward + backward with TinySAM's shapes, 7 tokens and 256 keys, 0.61–0.68× of
-    /// the unfolded time; SAM's, 12 tokens and 4096 keys, 0.56–0.59×). It keeps ShapesWorld's TinySAM
-    /// (256 image positions) on the unfolded form, with which its committed checkpoint was
-    /// pretrained (`make pretrain` checks it bit for bit) and its ablations in Results/ were run.
-    public static let foldingMinKeys = 1024
+    /// Whether the call folds the query and output projections into the keys and values
+    /// (`queryFoldedMultiHeadAttention`): NH·Nk < I and at least `foldingMinLength` queries. SAM's
+    /// image-to-token attention (4096 image positions, 12 tokens) folds.
+    public func foldsQueryOutputProjections(queries: Int, keys: Int) -> Bool {
+        numHeads * keys < qProj.outFeatures && queries >= Self.foldingMinLength
+    }
+
+    /// Fewest keys (queries) for the folded forms. Not a speed limit: measured here, folding the
+    /// keys and values is faster at 256 keys too (forward + backward with TinySAM's shapes, 7
+    /// tokens and 256 keys, 0.61–0.68× of the unfolded time; SAM's, 12 tokens and 4096 keys,
+    /// 0.56–0.59×). It keeps ShapesWorld's TinySAM (256 image positions) on the unfolded form,
+    /// with which its committed checkpoint was pretrained (`make pretrain` checks it bit for bit)
+    /// and its ablations in Results/ were run.
+    public static let foldingMinLength = 1024
 }
 
 /// `TwoWayAttentionBlock`: (1) token self-attention, (2) tokens → image cross-attention,

@@ -79,6 +79,9 @@ public enum Primitive: Sendable {
     // Multi-head attention with the key and value projections folded in: inputs [k, v, q,
     // kWeight, kBias, vWeight, vBias]; Q', P and O' of the forward kept for the backward.
     case foldedAttention(FoldedAttentionGeometry, saved: FoldedAttentionSaved<Float>)
+    // The same with the query and output projections folded in: inputs [x, k, v, qWeight, qBias,
+    // outWeight, outBias] (+ [residual]); K', P and V' of the forward kept for the backward.
+    case queryFoldedAttention(FoldedAttentionGeometry, saved: FoldedAttentionSaved<Float>)
     // GELU with the vectorised erf: input [x].
     case geluVectorized
     // ConvTranspose2d(k=2, s=2)'s pixel shuffle, then GELU: input [y [B, h·w, 4·C]].
@@ -96,11 +99,11 @@ public enum Primitive: Sendable {
 
 enum Gradients {
     /// Whether `backward` can add gradients already gathered for inputs 0 and 1 into its own
-    /// (`gathered`): a linear layer's x and W, the folded attention's k and v, whose GEMMs add
-    /// them as they store.
+    /// (`gathered`): a linear layer's x and W, the folded attentions' k and v (x and k), whose
+    /// GEMMs add them as they store.
     static func addsGathered(_ op: Primitive) -> Bool {
         switch op {
-        case .linear, .linearAdding, .foldedAttention: return true
+        case .linear, .linearAdding, .foldedAttention, .queryFoldedAttention: return true
         default: return false
         }
     }
@@ -288,6 +291,18 @@ enum Gradients {
                     Tensor(shape: x[2].shape, data: r.dq), Tensor(shape: x[3].shape, data: r.dkWeight),
                     Tensor(shape: x[4].shape, data: r.dkBias), Tensor(shape: x[5].shape, data: r.dvWeight),
                     Tensor(shape: x[6].shape, data: r.dvBias)]
+        case .queryFoldedAttention(let geometry, let saved):
+            let r = Kernels.queryFoldedAttentionBackward(g.data, x: x[0].data, k: x[1].data, v: x[2].data,
+                                                         qWeight: x[3].data, qBias: x[4].data, outWeight: x[5].data,
+                                                         saved: saved, geometry, needX: x[0].tracksGradient,
+                                                         addX: gathered.count > 0 ? gathered[0]?.data : nil,
+                                                         addK: gathered.count > 1 ? gathered[1]?.data : nil)
+            var out: [Tensor?] = [r.dx.map { Tensor(shape: x[0].shape, data: $0) }, Tensor(shape: x[1].shape, data: r.dk),
+                                  Tensor(shape: x[2].shape, data: r.dv), Tensor(shape: x[3].shape, data: r.dqWeight),
+                                  Tensor(shape: x[4].shape, data: r.dqBias), Tensor(shape: x[5].shape, data: r.doutWeight),
+                                  Tensor(shape: x[6].shape, data: r.doutBias)]
+            if x.count > 7 { out.append(Tensor(shape: x[7].shape, data: g.data)) }
+            return out
         case .geluVectorized:
             return [Tensor(shape: x[0].shape, data: Kernels.geluVectorizedBackward(g.data, x[0].data))]
         case .geluPixelShuffle2x2(let h, let w):

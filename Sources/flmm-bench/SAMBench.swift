@@ -104,14 +104,17 @@ final class SAMDecoderStep {
 
     /// GEMM flops of the forward: per mask, the transformer's projections and attention
     /// products, the output upscaling, the mask products and the mask downscaling's last conv.
+    /// Both cross-attentions run folded (`foldedMultiHeadAttention`, `queryFoldedMultiHeadAttention`):
+    /// two products of the 8 heads × n tokens with the image's 4096 × 256 each, and four of the
+    /// tokens' size (the token projections and the per-head folds).
     var forwardFlops: Double {
-        let c = 256.0, ci = 128.0, hw = 4096.0, n = Double(5 + 2 + textTokens), mlp = 2048.0
-        let crossProj = 2 * (hw * c * ci * 2 + n * c * ci * 2) + 2 * (hw * c * ci * 2 + n * c * ci * 2)
-        let attnProducts = 2 * 2 * (n * hw * ci * 2)
+        let c = 256.0, ci = 128.0, hw = 4096.0, n = Double(5 + 2 + textTokens), mlp = 2048.0, heads = 8.0
+        let imageProduct = heads * n * hw * c * 2, tokenProduct = n * c * ci * 2
+        let crossAttn = 2 * (2 * imageProduct + 4 * tokenProduct)
         let selfAttn = 4 * n * c * c * 2 + 2 * n * n * c * 2
         let mlpFlops = 2 * n * c * mlp * 2
-        let layer = crossProj + attnProducts + selfAttn + mlpFlops
-        let final = hw * c * ci * 2 * 2 + n * c * ci * 4 + n * hw * ci * 2 * 2
+        let layer = crossAttn + selfAttn + mlpFlops
+        let final = 2 * imageProduct + 4 * tokenProduct
         let upscale = hw * c * (c / 4 * 4) * 2 + 4 * hw * (c / 4) * (c / 8 * 4) * 2 + 16 * hw * (c / 8) * 4 * 2
         let downscale = hw * 16 * c * 2
         return Double(boxes.count) * (2 * layer + final + upscale + downscale)

@@ -18,6 +18,18 @@
 // projection, so fewer when R < I (SAM's decoder: 8 heads × 12 tokens = 96 < 128); and the K
 // and V tensors and their gradients ([Nk, I] each) are never written.
 //
+// The other direction, SAM's image-to-token attention (4096 image positions against a dozen
+// tokens), folds the query and output projections into the keys and values instead. With k, v
+// the projected keys and values [Nk, I] and x the queries before q_proj ([Nq, C]):
+//   (x Wq_hᵀ + bq_h) k_hᵀ = x (k_h Wq_h)ᵀ + bq_h · k_h     Wq_h = rows h·d ..< (h+1)·d of Wq, [d, C]
+//   out_proj([P_h v_h]_h) = bo + Σ_h P_h (v_h Wo_hᵀ)       Wo_h = columns h·d ..< (h+1)·d of Wo, [C, d]
+// so, per batch, with R' = NH·Nk rows (row h·Nk + i) and P stored key-major ([R', Nq], so that the
+// softmax over each head's Nk keys runs 16 queries to a vector):
+//   K' = [k_h Wq_h]_h   [R', C]      kb = [bq_h · k_h,i]   [R']      V' = [v_h Wo_hᵀ]_h   [R', C]
+//   P  = softmax over each head's Nk rows of (K' xᵀ + kb) / s     [R', Nq]
+//   out = residual + (bo + Pᵀ V')                                  [Nq, C]
+// again 2·R'·Nq·C multiply-adds against the projections' 2·Nq·C·I, and no [Nq, I] tensors.
+//
 // Not the bits of the unfolded form (its sums are grouped differently): the same function to
 // float rounding (tested against it, and against PyTorch's full-size decoder golden).
 // Softmax rows as the fused attention (AttentionKernels.swift: `softmaxRowInPlace`,
@@ -44,13 +56,16 @@ public struct FoldedAttentionGeometry: Sendable, Equatable {
         self.channels = channels; self.headDim = headDim; self.scale = scale
     }
 
-    /// R = NH·Nq rows of the folded products.
+    /// R = NH·Nq rows of the folded products (keys and values folded).
     public var rows: Int { heads * nq }
+    /// R' = NH·Nk rows of the folded products (queries and output folded).
+    public var keyRows: Int { heads * nk }
     /// I = NH·d, the projected width.
     public var inner: Int { heads * headDim }
 }
 
-/// What the backward needs from the forward: Q' [B, R, C], P [B, R, Nk], O' [B, R, C].
+/// What the backward needs from the forward: Q' [B, R, C], P [B, R, Nk], O' [B, R, C] (keys
+/// and values folded); K', P [B, R', Nq] and V' (queries and output folded) in the same fields.
 public struct FoldedAttentionSaved<T: Sendable>: Sendable {
     public var qk: [T]
     public var probs: [T]
@@ -290,6 +305,275 @@ extension Kernels {
             var s = 0.0
             for j in 0..<n { s += Double(dr[j]) * Double(pr[j]) }
             for j in 0..<n { dr[j] = T(Double(pr[j]) * (Double(dr[j]) - s)) }
+        }
+    }
+
+    // MARK: queries and output folded (image-to-token)
+
+    /// residual + out_proj(attention) [B, Nq, C] with the query and output projections folded in,
+    /// and what the backward needs when `keep`. x [B, Nq, C] (queries before q_proj), k, v
+    /// [B, Nk, I] (projected), qWeight [I, C], qBias [I], outWeight [C, I], outBias [C],
+    /// residual [B, Nq, C] or nil. Each output element: residual + (bo + Σ_r P[r, j] V'[r, c]).
+    public static func queryFoldedAttentionForward<T: Real & BinaryFloatingPoint & Sendable>(
+        x: [T], k: [T], v: [T], qWeight: [T], qBias: [T], outWeight: [T], outBias: [T], residual: [T]?,
+        _ g: FoldedAttentionGeometry, keep: Bool
+    ) -> (out: [T], saved: FoldedAttentionSaved<T>?) {
+        let (nq, nk, c, d, r, inner) = (g.nq, g.nk, g.channels, g.headDim, g.keyRows, g.inner)
+        precondition(residual == nil || residual!.count == x.count,
+                     "queryFoldedAttentionForward: residual has \(residual!.count) values, not \(x.count)")
+        var out = unfilledArray(T.self, x.count)
+        var kq = unfilledArray(T.self, g.batch * r * c), vo = unfilledArray(T.self, g.batch * r * c)
+        var probs = unfilledArray(T.self, g.batch * r * nq)
+        var kb = [T](repeating: 0, count: r)
+        x.withUnsafeBufferPointer { xp in k.withUnsafeBufferPointer { kp in v.withUnsafeBufferPointer { vp in
+        qWeight.withUnsafeBufferPointer { qw in qBias.withUnsafeBufferPointer { qb in
+        outWeight.withUnsafeBufferPointer { ow in outBias.withUnsafeBufferPointer { ob in
+        (residual ?? []).withUnsafeBufferPointer { rp in
+        out.withUnsafeMutableBufferPointer { op in kq.withUnsafeMutableBufferPointer { kqp in
+        vo.withUnsafeMutableBufferPointer { vop in probs.withUnsafeMutableBufferPointer { pp in
+        kb.withUnsafeMutableBufferPointer { kbp in
+            for b in 0..<g.batch {
+                let xB = xp.baseAddress! + b * nq * c, kB = kp.baseAddress! + b * nk * inner
+                let vB = vp.baseAddress! + b * nk * inner, oB = op.baseAddress! + b * nq * c
+                let kqB = kqp.baseAddress! + b * r * c, voB = vop.baseAddress! + b * r * c
+                let pB = pp.baseAddress! + b * r * nq
+                // K'_h = k_h Wq_h, kb_h = bq_h · k_h (FMA in t order from 0), V'_h = v_h Wo_hᵀ.
+                for h in 0..<g.heads {
+                    gemmGeneric(transA: false, transB: false, m: nk, n: c, k: d, a: kB + h * d, lda: inner,
+                                b: qw.baseAddress! + h * d * c, ldb: c, c: kqB + h * nk * c, ldc: c, accumulate: false)
+                    for i in 0..<nk {
+                        var s: T = 0
+                        for t in 0..<d { s = s.addingProduct(qb[h * d + t], kB[i * inner + h * d + t]) }
+                        kbp[h * nk + i] = s
+                    }
+                    gemmGeneric(transA: false, transB: true, m: nk, n: c, k: d, a: vB + h * d, lda: inner,
+                                b: ow.baseAddress! + h * d, ldb: inner, c: voB + h * nk * c, ldc: c, accumulate: false)
+                }
+                // P = softmax over each head's keys of (K' xᵀ + kb) / s, key-major.
+                gemmGeneric(transA: false, transB: true, m: r, n: nq, k: c, a: kqB, lda: c, b: xB, ldb: c,
+                            c: pB, ldc: nq, accumulate: false)
+                keyMajorSoftmax(pB, heads: g.heads, keys: nk, queries: nq, rowBias: kbp.baseAddress!, scale: T(g.scale))
+                // out = residual + (bo + Pᵀ V')
+                if residual != nil, let res = rp.baseAddress {
+                    productStartingFromBias(m: nq, n: c, k: r, a: pB, lda: nq, b: voB, bias: ob.baseAddress!,
+                                            adding: res + b * nq * c, c: oB)
+                } else {
+                    productStartingFromBias(m: nq, n: c, k: r, a: pB, lda: nq, b: voB, bias: ob.baseAddress!,
+                                            adding: nil, c: oB)
+                }
+            }
+        }}}}}}}}}}}}}
+        return (out, keep ? FoldedAttentionSaved(qk: kq, probs: probs, pv: vo) : nil)
+    }
+
+    /// Gradients of `queryFoldedAttentionForward` from dOut [B, Nq, C]: dx (nil unless asked;
+    /// addX + own when `addX` is given, Float adding as the GEMM stores), dk (addK + own when
+    /// given), dv, dqWeight, dqBias, doutWeight, doutBias (the residual's gradient is dOut
+    /// itself). Per batch:
+    ///   dPᵀ = V' dOutᵀ;  dV' = P dOut;  dL = grouped softmax backward / s;  dkb = Σ_j dL
+    ///   dx = dLᵀ K';  dK' = dL x;  dk_h = dK'_h Wq_hᵀ + dkb_h bq_h;  dWq_h += k_hᵀ dK'_h;
+    ///   dbq_h += k_hᵀ dkb_h;  dv_h = dV'_h Wo_h;  dWo_h += dV'_hᵀ v_h;  dbo = Σ dOut (Double, row order)
+    public static func queryFoldedAttentionBackward<T: Real & BinaryFloatingPoint & Sendable>(
+        _ dOut: [T], x: [T], k: [T], v: [T], qWeight: [T], qBias: [T], outWeight: [T],
+        saved: FoldedAttentionSaved<T>, _ g: FoldedAttentionGeometry, needX: Bool, addX: [T]? = nil, addK: [T]? = nil
+    ) -> (dx: [T]?, dk: [T], dv: [T], dqWeight: [T], dqBias: [T], doutWeight: [T], doutBias: [T]) {
+        let (nq, nk, c, d, r, inner) = (g.nq, g.nk, g.channels, g.headDim, g.keyRows, g.inner)
+        precondition(addX == nil || addX!.count == x.count, "queryFoldedAttentionBackward: addX has \(addX!.count) values, not \(x.count)")
+        var dx = needX ? unfilledArray(T.self, x.count) : []
+        var dk = unfilledArray(T.self, k.count), dv = unfilledArray(T.self, v.count)
+        var dqW = [T](repeating: 0, count: inner * c), dqB = [T](repeating: 0, count: inner)
+        var doW = [T](repeating: 0, count: c * inner)
+        var dL = unfilledArray(T.self, r * nq)
+        var dvo = unfilledArray(T.self, r * c), dkq = unfilledArray(T.self, r * c)
+        var dkb = [T](repeating: 0, count: r)
+        let scale = T(g.scale)
+        dOut.withUnsafeBufferPointer { gp in x.withUnsafeBufferPointer { xp in k.withUnsafeBufferPointer { kp in
+        v.withUnsafeBufferPointer { vp in qWeight.withUnsafeBufferPointer { qw in qBias.withUnsafeBufferPointer { qb in
+        outWeight.withUnsafeBufferPointer { ow in saved.qk.withUnsafeBufferPointer { kqp in
+        saved.probs.withUnsafeBufferPointer { pp in saved.pv.withUnsafeBufferPointer { vop in
+        dx.withUnsafeMutableBufferPointer { dxp in dk.withUnsafeMutableBufferPointer { dkp in
+        dv.withUnsafeMutableBufferPointer { dvp in dqW.withUnsafeMutableBufferPointer { dqWp in
+        dqB.withUnsafeMutableBufferPointer { dqBp in doW.withUnsafeMutableBufferPointer { doWp in
+        dL.withUnsafeMutableBufferPointer { dLp in dvo.withUnsafeMutableBufferPointer { dvop in
+        dkq.withUnsafeMutableBufferPointer { dkqp in dkb.withUnsafeMutableBufferPointer { dkbp in
+            let dLB = dLp.baseAddress!, dvoB = dvop.baseAddress!, dkqB = dkqp.baseAddress!
+            for b in 0..<g.batch {
+                let gB = gp.baseAddress! + b * nq * c, xB = xp.baseAddress! + b * nq * c
+                let kB = kp.baseAddress! + b * nk * inner, vB = vp.baseAddress! + b * nk * inner
+                let kqB = kqp.baseAddress! + b * r * c, pB = pp.baseAddress! + b * r * nq
+                let voB = vop.baseAddress! + b * r * c
+                // dPᵀ = V' dOutᵀ (into dL); dV' = P dOut
+                gemmGeneric(transA: false, transB: true, m: r, n: nq, k: c, a: voB, lda: c, b: gB, ldb: c,
+                            c: dLB, ldc: nq, accumulate: false)
+                gemmGeneric(transA: false, transB: false, m: r, n: c, k: nq, a: pB, lda: nq, b: gB, ldb: c,
+                            c: dvoB, ldc: c, accumulate: false)
+                // dL = P ⊙ (dP − Σ_i P⊙dP) per head and query, then / s; dkb = Σ_j dL
+                keyMajorSoftmaxBackward(p: pB, dS: dLB, heads: g.heads, keys: nk, queries: nq)
+                divideRowsSumming(dLB, rows: r, n: nq, by: scale, sums: dkbp.baseAddress!)
+                // dx = dLᵀ K' (+ addX); dK' = dL x
+                if needX {
+                    foldedProduct(m: nq, n: c, k: r, a: dLB, lda: nq, b: kqB, c: dxp.baseAddress! + b * nq * c,
+                                  adding: addX, offset: b * nq * c)
+                }
+                gemmGeneric(transA: false, transB: false, m: r, n: c, k: nq, a: dLB, lda: nq, b: xB, ldb: c,
+                            c: dkqB, ldc: c, accumulate: false)
+                for h in 0..<g.heads {
+                    // dk_h = dK'_h Wq_hᵀ + dkb_h bq_h; dWq_h += k_hᵀ dK'_h; dbq_h += k_hᵀ dkb_h
+                    let dkH = dkp.baseAddress! + b * nk * inner + h * d
+                    gemmGeneric(transA: false, transB: true, m: nk, n: d, k: c, a: dkqB + h * nk * c, lda: c,
+                                b: qw.baseAddress! + h * d * c, ldb: c, c: dkH, ldc: inner, accumulate: false)
+                    for i in 0..<nk {
+                        for t in 0..<d { dkH[i * inner + t] = dkH[i * inner + t].addingProduct(dkbp[h * nk + i], qb[h * d + t]) }
+                    }
+                    gemmGeneric(transA: true, transB: false, m: d, n: c, k: nk, a: kB + h * d, lda: inner,
+                                b: dkqB + h * nk * c, ldb: c, c: dqWp.baseAddress! + h * d * c, ldc: c, accumulate: b > 0)
+                    for t in 0..<d {
+                        var s = dqBp[h * d + t]
+                        for i in 0..<nk { s = s.addingProduct(kB[i * inner + h * d + t], dkbp[h * nk + i]) }
+                        dqBp[h * d + t] = s
+                    }
+                    // dv_h = dV'_h Wo_h; dWo_h += dV'_hᵀ v_h
+                    gemmGeneric(transA: false, transB: false, m: nk, n: d, k: c, a: dvoB + h * nk * c, lda: c,
+                                b: ow.baseAddress! + h * d, ldb: inner, c: dvp.baseAddress! + b * nk * inner + h * d,
+                                ldc: inner, accumulate: false)
+                    gemmGeneric(transA: true, transB: false, m: c, n: d, k: nk, a: dvoB + h * nk * c, lda: c,
+                                b: vB + h * d, ldb: inner, c: doWp.baseAddress! + h * d, ldc: inner, accumulate: b > 0)
+                }
+            }
+        }}}}}}}}}}}}}}}}}}}}
+        if let addK {
+            precondition(addK.count == k.count, "queryFoldedAttentionBackward: addK has \(addK.count) values, not \(k.count)")
+            for i in 0..<dk.count { dk[i] = addK[i] + dk[i] }
+        }
+        let doB = sum(dOut, [g.batch * nq, c], dims: [0], keepDim: false).0
+        return (needX ? dx : nil, dk, dv, dqW, dqB, doW, doB)
+    }
+
+    /// C [m, n] (row stride n) = (bias + Aᵀ · B) for A [k, m] (row stride lda), B [k, n], each row
+    /// starting from `bias` [n], then `adding` [m, n] + that when given (Float: as the GEMM stores).
+    private static func productStartingFromBias<T: BinaryFloatingPoint>(
+        m: Int, n: Int, k: Int, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, bias: UnsafePointer<T>,
+        adding d: UnsafePointer<T>?, c: UnsafeMutablePointer<T>
+    ) {
+        if T.self == Float.self, let d {
+            func f(_ p: UnsafePointer<T>) -> UnsafePointer<Float> { UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
+            gemmAdding(transA: true, transB: false, m: m, n: n, k: k, a: f(a), lda: lda, b: f(b), ldb: n, bias: f(bias),
+                       d: f(d), c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: n)
+            return
+        }
+        gemmRowBias(transA: true, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, c: c, ldc: n, bias: bias)
+        if let d { for i in 0..<(m * n) { c[i] = d[i] + c[i] } }
+    }
+
+    /// Rows x[i] /= s (n values each), with sums[i] = Σ_j of the quotients in Double (Float:
+    /// `divideRowSummingFloat`'s order; else j order); rows split over the threads.
+    private static func divideRowsSumming<T: BinaryFloatingPoint & Sendable>(_ x: UnsafeMutablePointer<T>, rows: Int, n: Int, by s: T,
+                                                                   sums: UnsafeMutablePointer<T>) {
+        let xs = SendablePointer(x), out = SendablePointer(sums)
+        Parallel.forEach(rows, grain: 4) { row in
+            let xr = xs.base + row * n
+            if T.self == Float.self {
+                out[row] = T(divideRowSummingFloat(UnsafeMutableRawPointer(xr).assumingMemoryBound(to: Float.self), n,
+                                                   by: Float(s)))
+            } else {
+                var total = 0.0
+                for j in 0..<n {
+                    xr[j] = xr[j] / s
+                    total += Double(xr[j])
+                }
+                out[row] = T(total)
+            }
+        }
+    }
+
+    /// In place on key-major logits x [heads·keys, queries] (row h·keys + i): for each head h and
+    /// query j, softmax over the head's `keys` rows of (x + rowBias[row]) / scale, as
+    /// `softmaxRowInPlace` computes a row: the maximum, e = exp(v − max) (`expFloat`), the sum in
+    /// Double in key order, e · (1 / sum); NaN anywhere makes the column NaN. Float: 16 queries
+    /// per vector (`expFloat16`, the same bits per lane), split over the threads by query blocks.
+    static func keyMajorSoftmax<T: Real & BinaryFloatingPoint & Sendable>(_ x: UnsafeMutablePointer<T>, heads: Int, keys: Int,
+                                                                          queries: Int, rowBias: UnsafePointer<T>, scale: T) {
+        let xs = SendablePointer(x), bias = SendableConstPointer(rowBias)
+        let blocks = (queries + 15) / 16
+        Parallel.forEach(heads * blocks, grain: 4) { unit in
+            let h = unit / blocks, j0 = (unit % blocks) * 16, w = Swift.min(16, queries - j0)
+            let base = xs.base + h * keys * queries + j0
+            if T.self == Float.self && w == 16 {
+                typealias V = SIMD16<Float>
+                let raw = UnsafeMutableRawPointer(base), stride = queries * 4, s = V(repeating: Float(scale))
+                var m = V(repeating: -.infinity)
+                var nanLanes = SIMD16<Int32>()
+                for i in 0..<keys {
+                    let e = (raw.loadUnaligned(fromByteOffset: i * stride, as: V.self)
+                             + V(repeating: Float(bias[h * keys + i]))) / s
+                    raw.storeBytes(of: e, toByteOffset: i * stride, as: V.self)
+                    nanLanes.replace(with: 1, where: e .!= e)
+                    m = m.replacing(with: e, where: m .< e)
+                }
+                var s0 = SIMD8<Double>(), s1 = SIMD8<Double>()
+                for i in 0..<keys {
+                    let e = expFloat16(raw.loadUnaligned(fromByteOffset: i * stride, as: V.self) - m)
+                    raw.storeBytes(of: e, toByteOffset: i * stride, as: V.self)
+                    s0 += flmm_widen8(e.lowHalf)
+                    s1 += flmm_widen8(e.highHalf)
+                }
+                let one = SIMD8<Double>(repeating: 1)
+                var inv = V(lowHalf: flmm_narrow8(one / s0), highHalf: flmm_narrow8(one / s1))
+                inv.replace(with: .nan, where: nanLanes .!= 0)
+                for i in 0..<keys {
+                    raw.storeBytes(of: raw.loadUnaligned(fromByteOffset: i * stride, as: V.self) * inv,
+                                   toByteOffset: i * stride, as: V.self)
+                }
+                return
+            }
+            // A column at a time (the tail of Float, and other scalars).
+            let col = UnsafeMutablePointer<T>.allocate(capacity: keys)
+            defer { col.deallocate() }
+            for jj in 0..<w {
+                for i in 0..<keys { col[i] = (base[i * queries + jj] + bias[h * keys + i]) / scale }
+                softmaxRowInPlace(col, keys)
+                for i in 0..<keys { base[i * queries + jj] = col[i] }
+            }
+        }
+    }
+
+    /// The backward of `keyMajorSoftmax` (before its scaling): dS = P ⊙ (dP − Σ_i dP⊙P) per head
+    /// and query, over the head's `keys` rows (dS holds dP on entry), each sum in Double in key
+    /// order and each element Float(Double(p)·(Double(dP) − s)), as `softmaxGradRowsFloat`.
+    static func keyMajorSoftmaxBackward<T: BinaryFloatingPoint & Sendable>(p: UnsafePointer<T>, dS: UnsafeMutablePointer<T>, heads: Int,
+                                                                keys: Int, queries: Int) {
+        let ps = SendableConstPointer(p), ds = SendablePointer(dS)
+        let blocks = (queries + 15) / 16
+        Parallel.forEach(heads * blocks, grain: 4) { unit in
+            let h = unit / blocks, j0 = (unit % blocks) * 16, w = Swift.min(16, queries - j0)
+            let off = h * keys * queries + j0
+            if T.self == Float.self && w == 16 {
+                typealias V = SIMD16<Float>
+                let pr = UnsafeRawPointer(ps.base + off), dr = UnsafeMutableRawPointer(ds.base + off), stride = queries * 4
+                var s0 = SIMD8<Double>(), s1 = SIMD8<Double>()
+                for i in 0..<keys {
+                    let d = dr.loadUnaligned(fromByteOffset: i * stride, as: V.self)
+                    let q = pr.loadUnaligned(fromByteOffset: i * stride, as: V.self)
+                    s0 += flmm_widen8(d.lowHalf) * flmm_widen8(q.lowHalf)
+                    s1 += flmm_widen8(d.highHalf) * flmm_widen8(q.highHalf)
+                }
+                for i in 0..<keys {
+                    let d = dr.loadUnaligned(fromByteOffset: i * stride, as: V.self)
+                    let q = pr.loadUnaligned(fromByteOffset: i * stride, as: V.self)
+                    let lo = flmm_narrow8(flmm_widen8(q.lowHalf) * (flmm_widen8(d.lowHalf) - s0))
+                    let hi = flmm_narrow8(flmm_widen8(q.highHalf) * (flmm_widen8(d.highHalf) - s1))
+                    dr.storeBytes(of: V(lowHalf: lo, highHalf: hi), toByteOffset: i * stride, as: V.self)
+                }
+                return
+            }
+            for jj in 0..<w {
+                var s = 0.0
+                for i in 0..<keys { s += Double(ds.base[off + i * queries + jj]) * Double(ps.base[off + i * queries + jj]) }
+                for i in 0..<keys {
+                    let e = off + i * queries + jj
+                    ds.base[e] = T(Double(ps.base[e]) * (Double(ds.base[e]) - s))
+                }
+            }
         }
     }
 }

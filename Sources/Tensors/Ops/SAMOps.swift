@@ -1,7 +1,7 @@
 // Ops for SAM's large tensors, each a primitive with a closed-form backward: fused multi-head
 // attention on the [B, N, NH·d] layout (Kernels/AttentionKernels.swift), the same with the key and
-// value projections folded in (Kernels/FoldedAttentionKernels.swift), GELU with a vectorised
-// erf (Kernels/GELUKernels.swift), a · bᵀ for a small a (Kernels/SmallMatmulKernels.swift) and
+// value projections, or the query and output projections, folded in
+// (Kernels/FoldedAttentionKernels.swift), GELU with a vectorised erf (Kernels/GELUKernels.swift), a · bᵀ for a small a (Kernels/SmallMatmulKernels.swift) and
 // LayerNorm over contiguous rows (Kernels/RowNormKernels.swift).
 // Each replaces a composite of general ops whose copies and passes dominated SAM's step.
 
@@ -69,6 +69,39 @@ public func foldedMultiHeadAttention(q: Tensor, k: Tensor, v: Tensor, kWeight: T
                                            vWeight: vWeight.data, vBias: vBias.data, g, keep: needGrad)
     return record(Tensor(shape: [b, nq, inner], data: r.out), inputs,
                   .foldedAttention(g, saved: r.saved ?? FoldedAttentionSaved(qk: [], probs: [], pv: [])))
+}
+
+/// residual + out_proj(softmax((x Wqᵀ + bq)_h k_hᵀ / s) v_h over heads), with the query and
+/// output projections folded into the keys and values instead of applied to every query
+/// (Kernels/FoldedAttentionKernels.swift): SAM's `Attention` from its unprojected queries and
+/// projected keys and values, for many queries against few keys.
+/// - x: [B, Nq, C] (queries before q_proj), k, v: [B, Nk, I] (projected), qWeight: [I, C],
+///   qBias: [I], outWeight: [C, I], outBias: [C], residual: [B, Nq, C] or nil → [B, Nq, C];
+///   head h is columns h·d ..< (h+1)·d of I = numHeads·d
+/// - scale: the logits are divided by it (SAM: √d)
+/// Gradients reach every input. Equal to q_proj, `multiHeadAttention` and out_proj (+ residual)
+/// up to float rounding, not bit for bit.
+public func queryFoldedMultiHeadAttention(x: Tensor, k: Tensor, v: Tensor, qWeight: Tensor, qBias: Tensor,
+                                          outWeight: Tensor, outBias: Tensor, adding residual: Tensor? = nil,
+                                          numHeads: Int, scale: Float) -> Tensor {
+    precondition(x.rank == 3 && k.rank == 3 && v.rank == 3 && k.shape == v.shape && k.shape[0] == x.shape[0],
+                 "queryFoldedMultiHeadAttention: x \(x.shape), k \(k.shape), v \(v.shape) must be [B, Nq, C], [B, Nk, I], [B, Nk, I]")
+    let (b, nq, c, nk, inner) = (x.shape[0], x.shape[1], x.shape[2], k.shape[1], k.shape[2])
+    precondition(numHeads > 0 && inner % numHeads == 0,
+                 "queryFoldedMultiHeadAttention: \(numHeads) heads do not divide the key width \(inner)")
+    precondition(qWeight.shape == [inner, c] && qBias.shape == [inner] && outWeight.shape == [c, inner] && outBias.shape == [c],
+                 "queryFoldedMultiHeadAttention: q weight \(qWeight.shape), bias \(qBias.shape), out weight \(outWeight.shape), bias \(outBias.shape) must be [\(inner), \(c)], [\(inner)], [\(c), \(inner)], [\(c)]")
+    precondition(residual == nil || residual!.shape == x.shape,
+                 "queryFoldedMultiHeadAttention: residual \(residual!.shape) must be x's shape \(x.shape)")
+    let g = FoldedAttentionGeometry(batch: b, heads: numHeads, nq: nq, nk: nk, channels: c, headDim: inner / numHeads,
+                                    scale: scale)
+    let inputs = [x, k, v, qWeight, qBias, outWeight, outBias] + (residual.map { [$0] } ?? [])
+    let needGrad = Autograd.isEnabled && inputs.contains { $0.tracksGradient }
+    let r = Kernels.queryFoldedAttentionForward(x: x.data, k: k.data, v: v.data, qWeight: qWeight.data, qBias: qBias.data,
+                                                outWeight: outWeight.data, outBias: outBias.data, residual: residual?.data,
+                                                g, keep: needGrad)
+    return record(Tensor(shape: [b, nq, c], data: r.out), inputs,
+                  .queryFoldedAttention(g, saved: r.saved ?? FoldedAttentionSaved(qk: [], probs: [], pv: [])))
 }
 
 extension Tensor {
