@@ -1,5 +1,6 @@
-// Multi-head attention with the key and value projections folded into the queries and the
-// output: SAM's token-to-image attention, a dozen prompt tokens against 64 × 64 image positions.
+// Multi-head attention with two of its projections folded into the other side, for SAM's
+// cross-attentions between a dozen prompt tokens and 64 × 64 image positions. First, the key
+// and value projections folded into the queries and the output (token-to-image attention).
 //
 // Dimension letters: B batch, Nq queries, Nk keys, C width of the keys and values before their
 // projections, NH heads of d (I = NH·d), R = NH·Nq rows (row r = h·Nq + i: head h, query i).
@@ -33,13 +34,14 @@
 // Not the bits of the unfolded form (its sums are grouped differently): the same function to
 // float rounding (tested against it, and against PyTorch's full-size decoder golden).
 // Softmax rows as the fused attention (AttentionKernels.swift: `softmaxRowInPlace`,
-// `softmaxGradRowsFloat`). Every GEMM sums in k order (Kernels.gemm); the softmax and the
-// per-row sums are split by rows over the threads: the same bits on any thread count.
+// `softmaxGradRowsFloat`; key-major, the same arithmetic per query). Every GEMM sums in k order
+// (Kernels.gemm); the softmax and the per-row sums are split over the threads by rows (key-major:
+// by blocks of 16 queries), each computed whole by one thread: the same bits on any thread count.
 
 import CBLAS   // flmm_widen8
 import RealModule
 
-/// Shapes of a folded multi-head attention (`foldedMultiHeadAttention`).
+/// Shapes of a folded multi-head attention (`foldedMultiHeadAttention`, `queryFoldedMultiHeadAttention`).
 public struct FoldedAttentionGeometry: Sendable, Equatable {
     public var batch: Int
     public var heads: Int
@@ -73,7 +75,7 @@ public struct FoldedAttentionSaved<T: Sendable>: Sendable {
 }
 
 extension Kernels {
-    // MARK: forward
+    // MARK: keys and values folded (token-to-image)
 
     /// out [B, Nq, I] of the folded attention, and what the backward needs when `keep`.
     /// q [B, Nq, I] (projected queries), k [B, Nk, C], v [B, Nk, C], kWeight, vWeight [I, C],
@@ -131,8 +133,6 @@ extension Kernels {
         }}}}}}}}}}}}
         return (out, keep ? FoldedAttentionSaved(qk: qk, probs: probs, pv: pv) : nil)
     }
-
-    // MARK: backward
 
     /// Gradients of the folded attention from dOut [B, Nq, I] and the forward's saved tensors:
     /// dk, dv (nil unless asked for) and dq, dkWeight, dkBias, dvWeight, dvBias. `addK` / `addV`:
