@@ -16,13 +16,25 @@ final class FoldedAttentionTests: XCTestCase {
         Tensor(shape: shape, data: (0..<shape.product).map { _ in scale * rng.nextNormal() }, requiresGrad: grad)
     }
 
-    func relErr(_ a: [Float], _ b: [Float]) -> Double {
-        var d = 0.0, n = 0.0
-        for (x, y) in zip(a, b) { d += Double(x - y) * Double(x - y); n += Double(y) * Double(y) }
-        return n > 0 ? (d / n).squareRoot() : d.squareRoot()
-    }
+    func relErr(_ a: [Float], _ b: [Float]) -> Double { GEMMTestSupport.relErr(a, b) }
 
     func norm(_ a: [Float]) -> Double { a.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot() }
+
+    /// The largest |numeric − analytic| / max(1, |numeric|) over every element of every input,
+    /// the numeric gradients by central differences (h = 1e-6) of `loss`.
+    func worstFiniteDifferenceError(_ x: [[Double]], _ analytic: [[Double]], _ loss: ([[Double]]) -> Double) -> Double {
+        var worst = 0.0
+        for t in x.indices {
+            XCTAssertEqual(analytic[t].count, x[t].count)
+            let numeric = GEMMTestSupport.numericGradient(x[t], h: 1e-6) { xt in
+                var y = x
+                y[t] = xt
+                return loss(y)
+            }
+            for (n, a) in zip(numeric, analytic[t]) { worst = max(worst, abs(n - a) / max(1, abs(n))) }
+        }
+        return worst
+    }
 
     override func tearDown() { Parallel.threads = Parallel.defaultThreadCount() }
 
@@ -91,7 +103,7 @@ final class FoldedAttentionTests: XCTestCase {
         let g = FoldedAttentionGeometry(batch: 2, heads: 2, nq: 3, nk: 19, channels: 5, headDim: 3, scale: 1.7)
         func r(_ n: Int) -> [Double] { (0..<n).map { _ in Double(rng.nextNormal()) } }
         // q, k, v, kWeight, kBias, vWeight, vBias
-        var x = [r(g.batch * g.nq * g.inner), r(g.batch * g.nk * g.channels), r(g.batch * g.nk * g.channels),
+        let x = [r(g.batch * g.nq * g.inner), r(g.batch * g.nk * g.channels), r(g.batch * g.nk * g.channels),
                  r(g.inner * g.channels), r(g.inner), r(g.inner * g.channels), r(g.inner)]
         let u = r(g.batch * g.nq * g.inner)
         func loss(_ x: [[Double]]) -> Double {
@@ -104,20 +116,7 @@ final class FoldedAttentionTests: XCTestCase {
         let gr = Kernels.foldedAttentionBackward(u, q: x[0], k: x[1], v: x[2], kWeight: x[3], kBias: x[4], vWeight: x[5],
                                                  saved: fwd.saved!, g, needK: true, needV: true)
         let analytic = [gr.dq, gr.dk!, gr.dv!, gr.dkWeight, gr.dkBias, gr.dvWeight, gr.dvBias]
-        var worst = 0.0
-        for t in 0..<x.count {
-            XCTAssertEqual(analytic[t].count, x[t].count)
-            for i in 0..<x[t].count {
-                let (h, x0) = (1e-6, x[t][i])
-                x[t][i] = x0 + h
-                let lp = loss(x)
-                x[t][i] = x0 - h
-                let lm = loss(x)
-                x[t][i] = x0
-                worst = max(worst, abs((lp - lm) / (2 * h) - analytic[t][i]) / max(1, abs((lp - lm) / (2 * h))))
-            }
-        }
-        XCTAssertLessThan(worst, 1e-7)
+        XCTAssertLessThan(worstFiniteDifferenceError(x, analytic, loss), 1e-7)
         // The key bias shifts every logit of a row by the same amount: its gradient is zero.
         XCTAssertLessThan(gr.dkBias.map(abs).max()!, 1e-12)
 
@@ -229,7 +228,7 @@ final class FoldedAttentionTests: XCTestCase {
         let g = FoldedAttentionGeometry(batch: 2, heads: 2, nq: 19, nk: 3, channels: 5, headDim: 3, scale: 1.7)
         func r(_ n: Int) -> [Double] { (0..<n).map { _ in Double(rng.nextNormal()) } }
         // x, k, v, qWeight, qBias, outWeight, outBias, residual
-        var x = [r(g.batch * g.nq * g.channels), r(g.batch * g.nk * g.inner), r(g.batch * g.nk * g.inner),
+        let x = [r(g.batch * g.nq * g.channels), r(g.batch * g.nk * g.inner), r(g.batch * g.nk * g.inner),
                  r(g.inner * g.channels), r(g.inner), r(g.channels * g.inner), r(g.channels), r(g.batch * g.nq * g.channels)]
         let u = r(g.batch * g.nq * g.channels)
         func loss(_ x: [[Double]]) -> Double {
@@ -242,20 +241,7 @@ final class FoldedAttentionTests: XCTestCase {
         let gr = Kernels.queryFoldedAttentionBackward(u, x: x[0], k: x[1], v: x[2], qWeight: x[3], qBias: x[4],
                                                       outWeight: x[5], saved: fwd.saved!, g, needX: true)
         let analytic = [gr.dx!, gr.dk, gr.dv, gr.dqWeight, gr.dqBias, gr.doutWeight, gr.doutBias, u]
-        var worst = 0.0
-        for t in 0..<x.count {
-            XCTAssertEqual(analytic[t].count, x[t].count)
-            for i in 0..<x[t].count {
-                let (h, x0) = (1e-6, x[t][i])
-                x[t][i] = x0 + h
-                let lp = loss(x)
-                x[t][i] = x0 - h
-                let lm = loss(x)
-                x[t][i] = x0
-                worst = max(worst, abs((lp - lm) / (2 * h) - analytic[t][i]) / max(1, abs((lp - lm) / (2 * h))))
-            }
-        }
-        XCTAssertLessThan(worst, 1e-7)
+        XCTAssertLessThan(worstFiniteDifferenceError(x, analytic, loss), 1e-7)
 
         // Gathered gradients: addX + dx and addK + dk.
         let addX = r(x[0].count), addK = r(x[1].count)

@@ -102,16 +102,9 @@ extension Kernels {
                 let vB = vp.baseAddress! + b * nk * c, oB = op.baseAddress! + b * nq * inner
                 let qkB = qkp.baseAddress! + b * r * c, pB = pp.baseAddress! + b * r * nk
                 let pvB = pvp.baseAddress! + b * r * c
-                // Q'_h = q_h Wk_h and qb_h = q_h · bk_h (FMA in t order from 0).
-                for h in 0..<g.heads {
-                    gemmGeneric(transA: false, transB: false, m: nq, n: c, k: d, a: qB + h * d, lda: inner,
-                                b: kw.baseAddress! + h * d * c, ldb: c, c: qkB + h * nq * c, ldc: c, accumulate: false)
-                    for i in 0..<nq {
-                        var s: T = 0
-                        for t in 0..<d { s = s.addingProduct(qB[i * inner + h * d + t], kb[h * d + t]) }
-                        qbp[h * nq + i] = s
-                    }
-                }
+                // Q'_h = q_h Wk_h and qb_h = q_h · bk_h
+                foldSmallSide(qB, rows: nq, weight: kw.baseAddress!, bias: kb.baseAddress!, g,
+                              folded: qkB, rowBias: qbp.baseAddress!)
                 // P = softmax_rows((Q' kᵀ + qb) / s)
                 gemmGeneric(transA: false, transB: true, m: r, n: nk, k: c, a: qkB, lda: c, b: kB, ldb: c,
                             c: pB, ldc: nk, accumulate: false)
@@ -215,27 +208,60 @@ extension Kernels {
                                   adding: addK, offset: b * nk * c)
                 }
                 // dq_h = dQ'_h Wk_hᵀ + dqb_h bk_hᵀ; dWk_h += q_hᵀ dQ'_h; dbk_h += q_hᵀ dqb_h
-                for h in 0..<g.heads {
-                    let dqH = dqp.baseAddress! + b * nq * inner + h * d
-                    gemmGeneric(transA: false, transB: true, m: nq, n: d, k: c, a: dqkB + h * nq * c, lda: c,
-                                b: kw.baseAddress! + h * d * c, ldb: c, c: dqH, ldc: inner, accumulate: false)
-                    for i in 0..<nq {
-                        for t in 0..<d { dqH[i * inner + t] = dqH[i * inner + t].addingProduct(dqbp[h * nq + i], kb[h * d + t]) }
-                    }
-                    gemmGeneric(transA: true, transB: false, m: d, n: c, k: nq, a: qB + h * d, lda: inner,
-                                b: dqkB + h * nq * c, ldb: c, c: dkWp.baseAddress! + h * d * c, ldc: c,
-                                accumulate: b > 0)
-                    for t in 0..<d {
-                        var s = dkBp[h * d + t]
-                        for i in 0..<nq { s = s.addingProduct(qB[i * inner + h * d + t], dqbp[h * nq + i]) }
-                        dkBp[h * d + t] = s
-                    }
-                }
+                foldSmallSideBackward(qB, rows: nq, weight: kw.baseAddress!, bias: kb.baseAddress!, g,
+                                      dFolded: dqkB, dRowBias: dqbp.baseAddress!, dSmall: dqp.baseAddress! + b * nq * inner,
+                                      dWeight: dkWp.baseAddress!, dBias: dkBp.baseAddress!, accumulate: b > 0)
             }
         }}}}}}}}}}}}}}}}}}}}
         // dbv[o] = Σ over the B·Nq rows of dOut, in Double and row order (a linear layer's bias).
         let dvB = sum(dOut, [g.batch * nq, inner], dims: [0], keepDim: false).0
         return (needK ? dk : nil, needV ? dv : nil, dq, dkW, dkB, dvW, dvB)
+    }
+
+    // MARK: the small side's fold, shared by both directions
+
+    /// F_h = s_h W_h ([rows, C], at row h·rows of F) and f[h·rows + i] = s_h,i · b_h (FMA in t
+    /// order from 0) for every head h, from the small side s [rows, I] (head h: columns
+    /// h·d ..< (h+1)·d), W [I, C] (W_h: rows h·d ..< (h+1)·d) and b [I]: Q' and qb
+    /// (token-to-image), K' and kb (image-to-token).
+    private static func foldSmallSide<T: BinaryFloatingPoint>(_ s: UnsafePointer<T>, rows: Int, weight: UnsafePointer<T>,
+                                                              bias: UnsafePointer<T>, _ g: FoldedAttentionGeometry,
+                                                              folded: UnsafeMutablePointer<T>, rowBias: UnsafeMutablePointer<T>) {
+        let (c, d, inner) = (g.channels, g.headDim, g.inner)
+        for h in 0..<g.heads {
+            gemmGeneric(transA: false, transB: false, m: rows, n: c, k: d, a: s + h * d, lda: inner,
+                        b: weight + h * d * c, ldb: c, c: folded + h * rows * c, ldc: c, accumulate: false)
+            for i in 0..<rows {
+                var acc: T = 0
+                for t in 0..<d { acc = acc.addingProduct(s[i * inner + h * d + t], bias[h * d + t]) }
+                rowBias[h * rows + i] = acc
+            }
+        }
+    }
+
+    /// The gradients through `foldSmallSide` from dF and df: ds_h = dF_h W_hᵀ + df_h b_hᵀ (written
+    /// into ds [rows, I]), dW_h = s_hᵀ dF_h (added to dW when `accumulate`) and db_h += s_hᵀ df_h.
+    private static func foldSmallSideBackward<T: BinaryFloatingPoint>(
+        _ s: UnsafePointer<T>, rows: Int, weight: UnsafePointer<T>, bias: UnsafePointer<T>, _ g: FoldedAttentionGeometry,
+        dFolded: UnsafePointer<T>, dRowBias: UnsafePointer<T>, dSmall: UnsafeMutablePointer<T>,
+        dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>, accumulate: Bool
+    ) {
+        let (c, d, inner) = (g.channels, g.headDim, g.inner)
+        for h in 0..<g.heads {
+            let ds = dSmall + h * d
+            gemmGeneric(transA: false, transB: true, m: rows, n: d, k: c, a: dFolded + h * rows * c, lda: c,
+                        b: weight + h * d * c, ldb: c, c: ds, ldc: inner, accumulate: false)
+            for i in 0..<rows {
+                for t in 0..<d { ds[i * inner + t] = ds[i * inner + t].addingProduct(dRowBias[h * rows + i], bias[h * d + t]) }
+            }
+            gemmGeneric(transA: true, transB: false, m: d, n: c, k: rows, a: s + h * d, lda: inner,
+                        b: dFolded + h * rows * c, ldb: c, c: dWeight + h * d * c, ldc: c, accumulate: accumulate)
+            for t in 0..<d {
+                var acc = dBias[h * d + t]
+                for i in 0..<rows { acc = acc.addingProduct(s[i * inner + h * d + t], dRowBias[h * rows + i]) }
+                dBias[h * d + t] = acc
+            }
+        }
     }
 
     /// C [m, n] (row stride n) = Aᵀ · B for A [k, m] (row stride lda) and B [k, n], plus
@@ -288,8 +314,8 @@ extension Kernels {
     /// dS = P ⊙ (dP − Σ_j dP⊙P) in place over `rows` rows of `n` (dS holds dP on entry): the fused
     /// attention's softmax backward (`softmaxGradRowsFloat` for Float, 16 rows per unit over the
     /// threads; the same formula, one row at a time, otherwise).
-    private static func softmaxGradRows<T: BinaryFloatingPoint>(p: UnsafePointer<T>, dS: UnsafeMutablePointer<T>,
-                                                                 rows: Int, n: Int) {
+    private static func softmaxGradRows<T: BinaryFloatingPoint & Sendable>(p: UnsafePointer<T>, dS: UnsafeMutablePointer<T>,
+                                                                            rows: Int, n: Int) {
         let ps = SendableConstPointer(p), ds = SendablePointer(dS)
         if T.self == Float.self {
             Parallel.forEach((rows + 15) / 16) { u in
@@ -337,15 +363,10 @@ extension Kernels {
                 let vB = vp.baseAddress! + b * nk * inner, oB = op.baseAddress! + b * nq * c
                 let kqB = kqp.baseAddress! + b * r * c, voB = vop.baseAddress! + b * r * c
                 let pB = pp.baseAddress! + b * r * nq
-                // K'_h = k_h Wq_h, kb_h = bq_h · k_h (FMA in t order from 0), V'_h = v_h Wo_hᵀ.
+                // K'_h = k_h Wq_h, kb_h = k_h · bq_h, V'_h = v_h Wo_hᵀ.
+                foldSmallSide(kB, rows: nk, weight: qw.baseAddress!, bias: qb.baseAddress!, g,
+                              folded: kqB, rowBias: kbp.baseAddress!)
                 for h in 0..<g.heads {
-                    gemmGeneric(transA: false, transB: false, m: nk, n: c, k: d, a: kB + h * d, lda: inner,
-                                b: qw.baseAddress! + h * d * c, ldb: c, c: kqB + h * nk * c, ldc: c, accumulate: false)
-                    for i in 0..<nk {
-                        var s: T = 0
-                        for t in 0..<d { s = s.addingProduct(qb[h * d + t], kB[i * inner + h * d + t]) }
-                        kbp[h * nk + i] = s
-                    }
                     gemmGeneric(transA: false, transB: true, m: nk, n: c, k: d, a: vB + h * d, lda: inner,
                                 b: ow.baseAddress! + h * d, ldb: inner, c: voB + h * nk * c, ldc: c, accumulate: false)
                 }
@@ -417,21 +438,11 @@ extension Kernels {
                 }
                 gemmGeneric(transA: false, transB: false, m: r, n: c, k: nq, a: dLB, lda: nq, b: xB, ldb: c,
                             c: dkqB, ldc: c, accumulate: false)
+                // dk_h = dK'_h Wq_hᵀ + dkb_h bq_h; dWq_h += k_hᵀ dK'_h; dbq_h += k_hᵀ dkb_h
+                foldSmallSideBackward(kB, rows: nk, weight: qw.baseAddress!, bias: qb.baseAddress!, g,
+                                      dFolded: dkqB, dRowBias: dkbp.baseAddress!, dSmall: dkp.baseAddress! + b * nk * inner,
+                                      dWeight: dqWp.baseAddress!, dBias: dqBp.baseAddress!, accumulate: b > 0)
                 for h in 0..<g.heads {
-                    // dk_h = dK'_h Wq_hᵀ + dkb_h bq_h; dWq_h += k_hᵀ dK'_h; dbq_h += k_hᵀ dkb_h
-                    let dkH = dkp.baseAddress! + b * nk * inner + h * d
-                    gemmGeneric(transA: false, transB: true, m: nk, n: d, k: c, a: dkqB + h * nk * c, lda: c,
-                                b: qw.baseAddress! + h * d * c, ldb: c, c: dkH, ldc: inner, accumulate: false)
-                    for i in 0..<nk {
-                        for t in 0..<d { dkH[i * inner + t] = dkH[i * inner + t].addingProduct(dkbp[h * nk + i], qb[h * d + t]) }
-                    }
-                    gemmGeneric(transA: true, transB: false, m: d, n: c, k: nk, a: kB + h * d, lda: inner,
-                                b: dkqB + h * nk * c, ldb: c, c: dqWp.baseAddress! + h * d * c, ldc: c, accumulate: b > 0)
-                    for t in 0..<d {
-                        var s = dqBp[h * d + t]
-                        for i in 0..<nk { s = s.addingProduct(kB[i * inner + h * d + t], dkbp[h * nk + i]) }
-                        dqBp[h * d + t] = s
-                    }
                     // dv_h = dV'_h Wo_h; dWo_h += dV'_hᵀ v_h
                     gemmGeneric(transA: false, transB: false, m: nk, n: d, k: c, a: dvoB + h * nk * c, lda: c,
                                 b: ow.baseAddress! + h * d, ldb: inner, c: dvp.baseAddress! + b * nk * inner + h * d,
