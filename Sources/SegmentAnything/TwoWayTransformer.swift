@@ -37,23 +37,20 @@ public final class Attention: Module {
     /// output projections (`foldsQueryOutputProjections`);
     /// with `residual` [B, Nq, C], residual + that, added as out_proj's GEMM stores (the same bits).
     public func callAsFunction(q: Tensor, k: Tensor, v: Tensor, residual: Tensor? = nil) -> Tensor {
-        let internalDim = qProj.outFeatures
-        let headDim = internalDim / numHeads
+        let scale = Float(Double(qProj.outFeatures / numHeads).squareRoot())
         if let qBias = qProj.bias, let outBias = outProj.bias,
            foldsQueryOutputProjections(queries: q.shape[1], keys: k.shape[1]) {
             return queryFoldedMultiHeadAttention(x: q, k: apply(kProj, k), v: apply(vProj, v), qWeight: qProj.weight,
                                                  qBias: qBias, outWeight: outProj.weight, outBias: outBias,
-                                                 adding: residual, numHeads: numHeads,
-                                                 scale: Float(Double(headDim).squareRoot()))
+                                                 adding: residual, numHeads: numHeads, scale: scale)
         }
         let o: Tensor
         if let kBias = kProj.bias, let vBias = vProj.bias, foldsKeyValueProjections(queries: q.shape[1], keys: k.shape[1]) {
             o = foldedMultiHeadAttention(q: apply(qProj, q), k: k, v: v, kWeight: kProj.weight, kBias: kBias,
-                                         vWeight: vProj.weight, vBias: vBias, numHeads: numHeads,
-                                         scale: Float(Double(headDim).squareRoot()))
+                                         vWeight: vProj.weight, vBias: vBias, numHeads: numHeads, scale: scale)
         } else {
             o = multiHeadAttention(q: apply(qProj, q), k: apply(kProj, k), v: apply(vProj, v), numHeads: numHeads,
-                                   scale: .divide(Float(Double(headDim).squareRoot())))
+                                   scale: .divide(scale))
         }
         guard let residual else { return apply(outProj, o) }
         return linear(o, weight: outProj.weight, bias: outProj.bias, adding: residual)

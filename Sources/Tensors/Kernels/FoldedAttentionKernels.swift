@@ -162,7 +162,9 @@ extension Kernels {
         dkB.withUnsafeMutableBufferPointer { dkBp in dvW.withUnsafeMutableBufferPointer { dvWp in
         dS.withUnsafeMutableBufferPointer { dSp in dpv.withUnsafeMutableBufferPointer { dpvp in
         dqk.withUnsafeMutableBufferPointer { dqkp in dqb.withUnsafeMutableBufferPointer { dqbp in
+        (addK ?? []).withUnsafeBufferPointer { akp in (addV ?? []).withUnsafeBufferPointer { avp in
             let dSB = dSp.baseAddress!, dpvB = dpvp.baseAddress!, dqkB = dqkp.baseAddress!
+            let addKp = addK == nil ? nil : akp.baseAddress, addVp = addV == nil ? nil : avp.baseAddress
             for b in 0..<g.batch {
                 let gB = gp.baseAddress! + b * nq * inner, qB = qp.baseAddress! + b * nq * inner
                 let kB = kp.baseAddress! + b * nk * c, vB = vp.baseAddress! + b * nk * c
@@ -180,39 +182,25 @@ extension Kernels {
                 gemmGeneric(transA: false, transB: true, m: r, n: nk, k: c, a: dpvB, lda: c, b: vB, ldb: c,
                             c: dSB, ldc: nk, accumulate: false)
                 if needV {
-                    foldedProduct(m: nk, n: c, k: r, a: pB, lda: nk, b: dpvB, c: dvp.baseAddress! + b * nk * c,
-                                  adding: addV, offset: b * nk * c)
+                    transposedProduct(m: nk, n: c, k: r, a: pB, lda: nk, b: dpvB, adding: addVp.map { $0 + b * nk * c },
+                                      c: dvp.baseAddress! + b * nk * c)
                 }
                 // dS = P ⊙ (dP − Σ_j P⊙dP) / s, and dqb = Σ_j dS
                 softmaxGradRows(p: pB, dS: dSB, rows: r, n: nk)
-                let rowsS = SendablePointer(dSB), sums = SendablePointer(dqbp.baseAddress!)
-                Parallel.forEach(r, grain: 4) { row in
-                    let x = rowsS.base + row * nk
-                    if T.self == Float.self {
-                        sums[row] = T(divideRowSummingFloat(UnsafeMutableRawPointer(x).assumingMemoryBound(to: Float.self),
-                                                            nk, by: Float(scale)))
-                    } else {
-                        var s = 0.0
-                        for j in 0..<nk {
-                            x[j] = x[j] / scale
-                            s += Double(x[j])
-                        }
-                        sums[row] = T(s)
-                    }
-                }
+                divideRowsSumming(dSB, rows: r, n: nk, by: scale, sums: dqbp.baseAddress!)
                 // dQ' = dS k; dk = dSᵀ Q'
                 gemmGeneric(transA: false, transB: false, m: r, n: c, k: nk, a: dSB, lda: nk, b: kB, ldb: c,
                             c: dqkB, ldc: c, accumulate: false)
                 if needK {
-                    foldedProduct(m: nk, n: c, k: r, a: dSB, lda: nk, b: qkB, c: dkp.baseAddress! + b * nk * c,
-                                  adding: addK, offset: b * nk * c)
+                    transposedProduct(m: nk, n: c, k: r, a: dSB, lda: nk, b: qkB, adding: addKp.map { $0 + b * nk * c },
+                                      c: dkp.baseAddress! + b * nk * c)
                 }
                 // dq_h = dQ'_h Wk_hᵀ + dqb_h bk_hᵀ; dWk_h += q_hᵀ dQ'_h; dbk_h += q_hᵀ dqb_h
                 foldSmallSideBackward(qB, rows: nq, weight: kw.baseAddress!, bias: kb.baseAddress!, g,
                                       dFolded: dqkB, dRowBias: dqbp.baseAddress!, dSmall: dqp.baseAddress! + b * nq * inner,
                                       dWeight: dkWp.baseAddress!, dBias: dkBp.baseAddress!, accumulate: b > 0)
             }
-        }}}}}}}}}}}}}}}}}}}}
+        }}}}}}}}}}}}}}}}}}}}}}
         // dbv[o] = Σ over the B·Nq rows of dOut, in Double and row order (a linear layer's bias).
         let dvB = sum(dOut, [g.batch * nq, inner], dims: [0], keepDim: false).0
         return (needK ? dk : nil, needV ? dv : nil, dq, dkW, dkB, dvW, dvB)
@@ -264,28 +252,25 @@ extension Kernels {
         }
     }
 
-    /// C [m, n] (row stride n) = Aᵀ · B for A [k, m] (row stride lda) and B [k, n], plus
-    /// `adding[offset...]` when given (D + product: Float's `gemmAdding`, else added afterwards).
-    private static func foldedProduct<T: BinaryFloatingPoint>(m: Int, n: Int, k: Int, a: UnsafePointer<T>, lda: Int,
-                                                              b: UnsafePointer<T>, c: UnsafeMutablePointer<T>,
-                                                              adding d: [T]?, offset: Int) {
-        guard let d else {
-            gemmGeneric(transA: true, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n,
-                        c: c, ldc: n, accumulate: false)
+    /// C [m, n] (row stride n) = Aᵀ · B for A [k, m] (row stride lda) and B [k, n], each row
+    /// starting from `bias` [n] when given (`gemmRowBias`), then D + that when `adding` D [m, n] is
+    /// given: Float's `gemmAdding` adds D as it stores, other scalars afterwards (the same sums).
+    private static func transposedProduct<T: BinaryFloatingPoint>(m: Int, n: Int, k: Int, a: UnsafePointer<T>, lda: Int,
+                                                                  b: UnsafePointer<T>, bias: UnsafePointer<T>? = nil,
+                                                                  adding d: UnsafePointer<T>?, c: UnsafeMutablePointer<T>) {
+        if T.self == Float.self, let d {
+            func f(_ p: UnsafePointer<T>) -> UnsafePointer<Float> { UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
+            gemmAdding(transA: true, transB: false, m: m, n: n, k: k, a: f(a), lda: lda, b: f(b), ldb: n,
+                       bias: bias.map(f), d: f(d), c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: n)
             return
         }
-        d.withUnsafeBufferPointer { dp in
-            let dB = dp.baseAddress! + offset
-            if T.self == Float.self {
-                func f(_ p: UnsafePointer<T>) -> UnsafePointer<Float> { UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
-                gemmAdding(transA: true, transB: false, m: m, n: n, k: k, a: f(a), lda: lda, b: f(b), ldb: n,
-                           d: f(dB), c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: n)
-            } else {
-                gemmGeneric(transA: true, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n,
-                            c: c, ldc: n, accumulate: false)
-                for i in 0..<(m * n) { c[i] = dB[i] + c[i] }
-            }
+        if let bias {
+            gemmRowBias(transA: true, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, c: c, ldc: n, bias: bias)
+        } else {
+            gemmGeneric(transA: true, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, c: c, ldc: n,
+                        accumulate: false)
         }
+        if let d { for i in 0..<(m * n) { c[i] = d[i] + c[i] } }
     }
 
     /// x[j] = x[j] / s over a row of n values; returns Σ_j x[j] (the quotients) in Double, summed
@@ -375,13 +360,8 @@ extension Kernels {
                             c: pB, ldc: nq, accumulate: false)
                 keyMajorSoftmax(pB, heads: g.heads, keys: nk, queries: nq, rowBias: kbp.baseAddress!, scale: T(g.scale))
                 // out = residual + (bo + Pᵀ V')
-                if residual != nil, let res = rp.baseAddress {
-                    productStartingFromBias(m: nq, n: c, k: r, a: pB, lda: nq, b: voB, bias: ob.baseAddress!,
-                                            adding: res + b * nq * c, c: oB)
-                } else {
-                    productStartingFromBias(m: nq, n: c, k: r, a: pB, lda: nq, b: voB, bias: ob.baseAddress!,
-                                            adding: nil, c: oB)
-                }
+                let res = residual == nil ? nil : rp.baseAddress.map { $0 + b * nq * c }
+                transposedProduct(m: nq, n: c, k: r, a: pB, lda: nq, b: voB, bias: ob.baseAddress!, adding: res, c: oB)
             }
         }}}}}}}}}}}}}
         return (out, keep ? FoldedAttentionSaved(qk: kq, probs: probs, pv: vo) : nil)
@@ -417,7 +397,9 @@ extension Kernels {
         dqB.withUnsafeMutableBufferPointer { dqBp in doW.withUnsafeMutableBufferPointer { doWp in
         dL.withUnsafeMutableBufferPointer { dLp in dvo.withUnsafeMutableBufferPointer { dvop in
         dkq.withUnsafeMutableBufferPointer { dkqp in dkb.withUnsafeMutableBufferPointer { dkbp in
+        (addX ?? []).withUnsafeBufferPointer { axp in
             let dLB = dLp.baseAddress!, dvoB = dvop.baseAddress!, dkqB = dkqp.baseAddress!
+            let addXp = addX == nil ? nil : axp.baseAddress
             for b in 0..<g.batch {
                 let gB = gp.baseAddress! + b * nq * c, xB = xp.baseAddress! + b * nq * c
                 let kB = kp.baseAddress! + b * nk * inner, vB = vp.baseAddress! + b * nk * inner
@@ -433,8 +415,8 @@ extension Kernels {
                 divideRowsSumming(dLB, rows: r, n: nq, by: scale, sums: dkbp.baseAddress!)
                 // dx = dLᵀ K' (+ addX); dK' = dL x
                 if needX {
-                    foldedProduct(m: nq, n: c, k: r, a: dLB, lda: nq, b: kqB, c: dxp.baseAddress! + b * nq * c,
-                                  adding: addX, offset: b * nq * c)
+                    transposedProduct(m: nq, n: c, k: r, a: dLB, lda: nq, b: kqB, adding: addXp.map { $0 + b * nq * c },
+                                      c: dxp.baseAddress! + b * nq * c)
                 }
                 gemmGeneric(transA: false, transB: false, m: r, n: c, k: nq, a: dLB, lda: nq, b: xB, ldb: c,
                             c: dkqB, ldc: c, accumulate: false)
@@ -451,29 +433,13 @@ extension Kernels {
                                 b: vB + h * d, ldb: inner, c: doWp.baseAddress! + h * d, ldc: inner, accumulate: b > 0)
                 }
             }
-        }}}}}}}}}}}}}}}}}}}}
+        }}}}}}}}}}}}}}}}}}}}}
         if let addK {
             precondition(addK.count == k.count, "queryFoldedAttentionBackward: addK has \(addK.count) values, not \(k.count)")
             for i in 0..<dk.count { dk[i] = addK[i] + dk[i] }
         }
         let doB = sum(dOut, [g.batch * nq, c], dims: [0], keepDim: false).0
         return (needX ? dx : nil, dk, dv, dqW, dqB, doW, doB)
-    }
-
-    /// C [m, n] (row stride n) = (bias + Aᵀ · B) for A [k, m] (row stride lda), B [k, n], each row
-    /// starting from `bias` [n], then `adding` [m, n] + that when given (Float: as the GEMM stores).
-    private static func productStartingFromBias<T: BinaryFloatingPoint>(
-        m: Int, n: Int, k: Int, a: UnsafePointer<T>, lda: Int, b: UnsafePointer<T>, bias: UnsafePointer<T>,
-        adding d: UnsafePointer<T>?, c: UnsafeMutablePointer<T>
-    ) {
-        if T.self == Float.self, let d {
-            func f(_ p: UnsafePointer<T>) -> UnsafePointer<Float> { UnsafeRawPointer(p).assumingMemoryBound(to: Float.self) }
-            gemmAdding(transA: true, transB: false, m: m, n: n, k: k, a: f(a), lda: lda, b: f(b), ldb: n, bias: f(bias),
-                       d: f(d), c: UnsafeMutableRawPointer(c).assumingMemoryBound(to: Float.self), ldc: n)
-            return
-        }
-        gemmRowBias(transA: true, transB: false, m: m, n: n, k: k, a: a, lda: lda, b: b, ldb: n, c: c, ldc: n, bias: bias)
-        if let d { for i in 0..<(m * n) { c[i] = d[i] + c[i] } }
     }
 
     /// Rows x[i] /= s (n values each), with sums[i] = Σ_j of the quotients in Double (Float:
